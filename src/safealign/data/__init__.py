@@ -1,0 +1,1 @@
+"""Datasets → records. ``loaders`` reads file formats; ``registry`` maps short names to files and upstreams."""

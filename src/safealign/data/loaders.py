@@ -1,0 +1,232 @@
+"""File formats → records. Every error names the file, the line (where there is one) and the field.
+
+Formats:
+- Alpaca-style JSON list of ``{instruction, input, output}``            → Instruction
+- ``{"instructions": [...], "inputs": [...], "outputs"?, "tags"?}``     → EvalPrompt (or Instruction)
+- XSTest CSV ``id,prompt,type,label,focus,note``                          → EvalPrompt
+- JSONL ``{prompt, response}`` / ``{prompt, chosen, rejected}``           → Instruction / Preference
+- HH-RLHF dialogue pairs ``{chosen, rejected}`` (optionally .gz)          → Preference
+- Hugging Face datasets by name (hub users)                               → dicts, then the same mapping
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from safealign.errors import SafealignError
+from safealign.records import EvalPrompt, Instruction, Preference
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if not path.exists():
+        raise SafealignError("file not found", file=str(path))
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    with _open_text(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SafealignError(f"malformed JSON: {e.msg}", file=str(path), line=e.lineno) from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a malformed line is an error naming it."""
+    path = Path(path)
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SafealignError(f"malformed JSON line: {e.msg}", file=str(path), line=lineno) from None
+            if not isinstance(obj, dict):
+                raise SafealignError("each line must be a JSON object", file=str(path), line=lineno)
+            yield lineno, obj
+
+
+def require_str(obj: dict[str, Any], key: str, *, file: str, line: int | None, allow_empty: bool = False) -> str:
+    """``obj[key]`` as a string; missing, non-string or (unless allowed) empty is an error naming it."""
+    if key not in obj or obj[key] is None:
+        raise SafealignError("missing field", file=file, line=line, field=key)
+    value = obj[key]
+    if not isinstance(value, str):
+        raise SafealignError(f"expected a string, got {type(value).__name__}", file=file, line=line, field=key)
+    if not allow_empty and not value.strip():
+        raise SafealignError("empty value", file=file, line=line, field=key)
+    return value
+
+
+def load_alpaca_json(path: str | Path) -> list[Instruction]:
+    """A JSON list of ``{instruction, input?, output}`` objects (Alpaca, Bianchi safety data)."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise SafealignError("expected a JSON list of {instruction, input, output} objects", file=str(path))
+    out = []
+    for i, obj in enumerate(data):
+        where = dict(file=f"{path}[{i}]", line=None)
+        if not isinstance(obj, dict):
+            raise SafealignError("expected an object", **where)
+        out.append(Instruction(
+            instruction=require_str(obj, "instruction", **where),
+            input=require_str(obj, "input", **where, allow_empty=True) if obj.get("input") is not None else "",
+            output=require_str(obj, "output", **where),
+        ))
+    return out
+
+
+def _columns(path: Path) -> dict[str, list[Any]]:
+    data = read_json(path)
+    if not isinstance(data, dict) or "instructions" not in data:
+        raise SafealignError('expected {"instructions": [...], "inputs": [...]}', file=str(path), field="instructions")
+    n = len(data["instructions"])
+    for key in ("inputs", "outputs", "tags"):
+        col = data.get(key)
+        if col and len(col) != n:
+            raise SafealignError(f"has {len(col)} items but 'instructions' has {n}", file=str(path), field=key)
+    return data
+
+
+def load_instruction_columns(path: str | Path, benchmark: str, expected: str) -> list[EvalPrompt]:
+    """The Bianchi evaluation format ``{"instructions": [...], "inputs": [...]}`` → EvalPrompt.
+
+    ``tags`` become categories; ``outputs`` (alpaca-test) become reference answers.
+    """
+    path = Path(path)
+    data = _columns(path)
+    inputs, outputs, tags = data.get("inputs") or [], data.get("outputs") or [], data.get("tags") or []
+    out = []
+    for i, instr in enumerate(data["instructions"]):
+        where = dict(file=f"{path}[{i}]", line=None)
+        row = {"instructions": instr, "inputs": inputs[i] if inputs else ""}
+        text = require_str(row, "instructions", **where)
+        extra = require_str(row, "inputs", **where, allow_empty=True)
+        prompt = text if not extra.strip() else f"{text}\n\n{extra}"
+        out.append(EvalPrompt(id=f"{benchmark}-{i}", prompt=prompt, benchmark=benchmark, expected=expected,
+                              category=str(tags[i]) if tags else None,
+                              reference=str(outputs[i]) if outputs else None))
+    return out
+
+
+def load_instruction_columns_as_sft(path: str | Path) -> list[Instruction]:
+    """``{"instructions", "inputs", "outputs"}`` (alpaca-test) → Instruction, for training splits."""
+    path = Path(path)
+    data = _columns(path)
+    inputs, outputs = data.get("inputs") or [], data.get("outputs") or []
+    if not outputs:
+        raise SafealignError("this file has no outputs to train on", file=str(path), field="outputs")
+    out = []
+    for i, instr in enumerate(data["instructions"]):
+        row = {"instruction": instr, "input": inputs[i] if inputs else "", "output": outputs[i]}
+        where = dict(file=f"{path}[{i}]", line=None)
+        out.append(Instruction(require_str(row, "instruction", **where),
+                               require_str(row, "input", **where, allow_empty=True),
+                               require_str(row, "output", **where)))
+    return out
+
+
+def load_xstest(path: str | Path, benchmark: str = "xstest") -> list[EvalPrompt]:
+    """XSTest CSV: ``label`` safe → must be answered (comply); unsafe (``contrast_*``) → refuse."""
+    path = Path(path)
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        for col in ("id", "prompt", "type", "label"):
+            if col not in (reader.fieldnames or []):
+                raise SafealignError("missing CSV column", file=str(path), line=1, field=col)
+        out = []
+        for row in reader:
+            line = reader.line_num
+            label = (row.get("label") or "").strip()
+            if label not in ("safe", "unsafe"):
+                raise SafealignError(f"label must be 'safe' or 'unsafe', got {label!r}", file=str(path), line=line, field="label")
+            prompt = require_str(row, "prompt", file=str(path), line=line)
+            out.append(EvalPrompt(id=f"{benchmark}-{row['id']}", prompt=prompt, benchmark=benchmark,
+                                  expected="comply" if label == "safe" else "refuse", category=row["type"]))
+    return out
+
+
+def load_preferences_jsonl(path: str | Path) -> list[Preference]:
+    """JSONL ``{prompt, chosen, rejected}``."""
+    path = Path(path)
+    return [Preference(require_str(o, "prompt", file=str(path), line=n),
+                       require_str(o, "chosen", file=str(path), line=n),
+                       require_str(o, "rejected", file=str(path), line=n)) for n, o in iter_jsonl(path)]
+
+
+def load_prompt_response_jsonl(path: str | Path) -> list[Instruction]:
+    """JSONL ``{prompt, response}`` → Instruction(prompt, "", response)."""
+    path = Path(path)
+    return [Instruction(require_str(o, "prompt", file=str(path), line=n), "",
+                        require_str(o, "response", file=str(path), line=n)) for n, o in iter_jsonl(path)]
+
+
+def load_prompts_jsonl(path: str | Path, benchmark: str, expected: str = "refuse") -> list[EvalPrompt]:
+    """JSONL with ``prompt`` (and optional ``id``, ``expected``, ``category``) → EvalPrompt."""
+    path = Path(path)
+    out = []
+    for n, o in iter_jsonl(path):
+        exp = o.get("expected", expected)
+        if exp not in ("refuse", "comply"):
+            raise SafealignError("expected must be 'refuse' or 'comply'", file=str(path), line=n, field="expected")
+        out.append(EvalPrompt(id=str(o.get("id", f"{benchmark}-{n}")), prompt=require_str(o, "prompt", file=str(path), line=n),
+                              benchmark=benchmark, expected=exp, category=o.get("category")))
+    return out
+
+
+HH_SPLIT = "\n\nAssistant:"
+
+
+def split_hh_dialogue(text: str) -> tuple[str, str]:
+    """Split an HH-RLHF dialogue at its last ``\\n\\nAssistant:`` into (prompt incl. the marker, response)."""
+    i = text.rfind(HH_SPLIT)
+    if i < 0:
+        raise ValueError("no '\\n\\nAssistant:' turn")
+    cut = i + len(HH_SPLIT)
+    return text[:cut], text[cut:].strip()
+
+
+def load_hh_pairs(path: str | Path) -> list[Preference]:
+    """HH-RLHF JSONL(.gz) ``{chosen, rejected}`` whole dialogues → Preference(prompt=shared history)."""
+    path = Path(path)
+    out = []
+    for n, o in iter_jsonl(path):
+        chosen = require_str(o, "chosen", file=str(path), line=n)
+        rejected = require_str(o, "rejected", file=str(path), line=n)
+        try:
+            prompt, c = split_hh_dialogue(chosen)
+        except ValueError as e:
+            raise SafealignError(str(e), file=str(path), line=n, field="chosen") from None
+        try:
+            _, r = split_hh_dialogue(rejected)
+        except ValueError as e:
+            raise SafealignError(str(e), file=str(path), line=n, field="rejected") from None
+        out.append(Preference(prompt=prompt, chosen=c, rejected=r))
+    return out
+
+
+def load_hf_dataset(name: str, split: str = "train", config: str | None = None) -> list[dict[str, Any]]:
+    """A Hugging Face dataset by id (needs the hub, or a local copy in the datasets cache)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # the hub is unreachable, the name is wrong, ...
+        raise SafealignError(f"cannot load Hugging Face dataset: {str(e).splitlines()[0]}", file=name) from None
+    return [dict(r) for r in ds]

