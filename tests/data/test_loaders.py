@@ -1,0 +1,77 @@
+import gzip
+import json
+
+import pytest
+
+from safealign.data import loaders
+from safealign.errors import SafealignError
+
+
+def test_real_files_load(data_dir):
+    assert len(loaders.load_alpaca_json(data_dir / "safety/safety_only_data_Instructions.json")) == 2483
+    xs = loaders.load_xstest(data_dir / "eval/xstest/xstest_prompts.csv")
+    assert len(xs) == 450
+    assert sum(r.expected == "comply" for r in xs) == 250
+    assert all(r.category.startswith("contrast_") for r in xs if r.expected == "refuse")
+    mi = loaders.load_instruction_columns(data_dir / "eval/harm/I-MaliciousInstructions.json", "mi", "refuse")
+    assert len(mi) == 100 and mi[0].category == "crime"
+    hh = loaders.load_hh_pairs(data_dir / "preference/hh_rlhf_harmless_base_test.jsonl.gz")
+    assert len(hh) == 2312 and hh[0].prompt.endswith("\n\nAssistant:") and hh[0].chosen != hh[0].rejected
+    assert len(loaders.load_preferences_jsonl(data_dir / "preference/pku_saferlhf_safe_pairs.test.jsonl")) == 1235
+
+
+def test_hh_split_at_last_assistant_turn():
+    prompt, resp = loaders.split_hh_dialogue("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: more\n\nAssistant: ok then")
+    assert prompt.endswith("more\n\nAssistant:") and resp == "ok then"
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": \n')
+    with pytest.raises(SafealignError) as e:
+        loaders.load_preferences_jsonl(p)
+    assert e.value.line == 3 and str(p) in str(e.value)
+
+
+def test_missing_and_empty_fields(tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    p.write_text('{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(SafealignError) as e:
+        loaders.load_preferences_jsonl(p)
+    assert e.value.field == "rejected" and e.value.line == 1
+    p.write_text('{"prompt": "  ", "chosen": "b", "rejected": "c"}\n')
+    with pytest.raises(SafealignError, match="empty"):
+        loaders.load_preferences_jsonl(p)
+    p.write_text('{"prompt": "q", "chosen": "b", "rejected": ""}\n')  # an empty response is data, not an error
+    assert loaders.load_preferences_jsonl(p)[0].rejected == ""
+
+
+def test_bad_json_and_csv(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text('[{"instruction": "x", "output": "y"},\n {"instruction": }]')
+    with pytest.raises(SafealignError) as e:
+        loaders.load_alpaca_json(p)
+    assert e.value.line == 2
+    c = tmp_path / "x.csv"
+    c.write_text("id,prompt,type,label\n1,hello,homonyms,safe\n2,bye,contrast_x,maybe\n")
+    with pytest.raises(SafealignError) as e:
+        loaders.load_xstest(c)
+    assert e.value.line == 3 and e.value.field == "label"
+    with pytest.raises(SafealignError, match="not found"):
+        loaders.load_xstest(tmp_path / "nope.csv")
+
+
+def test_columns_length_mismatch(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"instructions": ["a", "b"], "inputs": ["x"]}))
+    with pytest.raises(SafealignError) as e:
+        loaders.load_instruction_columns(p, "b", "refuse")
+    assert e.value.field == "inputs"
+
+
+def test_gz_jsonl(tmp_path):
+    p = tmp_path / "h.jsonl.gz"
+    with gzip.open(p, "wt") as f:
+        f.write(json.dumps({"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}) + "\n")
+    (pair,) = loaders.load_hh_pairs(p)
+    assert (pair.chosen, pair.rejected) == ("good", "bad")

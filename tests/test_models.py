@@ -1,0 +1,77 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safealign import models
+from safealign.errors import SafealignError
+
+
+def test_format_prompt_chat_alpaca_raw(tiny_lm_dir):
+    tok = models.load_tokenizer(str(tiny_lm_dir))
+    chat = models.format_prompt(tok, "Hi there", template="auto")
+    assert chat.startswith("<|im_start|>user\nHi there") and chat.endswith("<|im_start|>assistant\n")
+    alp = models.format_prompt(tok, "Do X", "with Y", template="alpaca")
+    assert "### Instruction:\nDo X" in alp and "### Input:\nwith Y" in alp and alp.endswith("### Response:\n")
+    assert "### Input" not in models.format_prompt(tok, "Do X", template="alpaca")
+    assert models.format_prompt(tok, "Do X", template="raw") == "Do X"
+    tok.chat_template = None
+    assert models.format_prompt(tok, "Do X").startswith("Below is an instruction")  # auto falls back to Alpaca
+    with pytest.raises(SafealignError, match="template"):
+        models.format_prompt(tok, "x", template="nope")
+
+
+def test_resolve_model_errors_and_hub_ids(tmp_path):
+    assert models.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with pytest.raises(SafealignError, match="does not exist"):
+        models.resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(SafealignError, match="not a model directory"):
+        models.resolve_model(str(tmp_path))
+    with pytest.raises(SafealignError, match="GGUF file not found"):
+        models.resolve_model(str(tmp_path / "x.gguf"))
+
+
+def test_lora_adapter_dir_loads_merged_on_its_base(tiny_lm_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    (adapter / "safealign.json").write_text(json.dumps({"base_model": str(tiny_lm_dir)}))
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        want = peft_model(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)(ids).logits
+    model, tok = models.load_causal_lm(str(adapter))
+    with torch.no_grad():
+        got = model(ids).logits
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, plain, atol=1e-4)
+    assert tok.pad_token is not None and tok.padding_side == "left"
+    assert models.fingerprint(str(adapter)) != models.fingerprint(str(tiny_lm_dir))
+    assert models.fingerprint(str(tiny_lm_dir)) == models.fingerprint(str(tiny_lm_dir))
+
+
+@pytest.mark.slow
+def test_embedded_conversion_is_safe_under_concurrency(cache_dir):
+    """Two processes convert the embedded GGUF at once into an empty cache: one valid folder results."""
+    code = ("from safealign.models import resolve_model, load_causal_lm; p = resolve_model('smollm2-135m-instruct');"
+            "m, t = load_causal_lm(p); print(p)")
+    env = {**os.environ, "SAFEALIGN_CACHE": str(cache_dir)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][1][-2000:]
+    paths = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(paths) == 1
+    final = Path(paths.pop())
+    assert models.verify_converted(final)
+    leftovers = [d for d in final.parent.iterdir() if d != final]
+    assert leftovers == []
+    listed = {r["name"]: r for r in models.list_models()}
+    assert str(final) == listed[models.EMBEDDED_NAME]["where"]
