@@ -22,7 +22,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/safealign demo
+	$(BIN)/safealign run configs/quickstart.yaml --out runs/quickstart
 
 test: install
 	$(BIN)/python -m pytest -q

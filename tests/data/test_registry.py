@@ -84,3 +84,23 @@ def test_upstream_download_is_cached_atomically(tmp_path, monkeypatch, cache_dir
         assert not cached.exists() and not list(cached.parent.glob(".part-*"))
     finally:
         server.shutdown()
+
+
+def test_hf_upstream_builds_the_papers_pku_selection(tmp_path, monkeypatch, cache_dir):
+    """Without a data dir, pku-safe-pairs comes from its HF dataset (a local dataset folder stands in for the hub)."""
+    ds = tmp_path / "pku"
+    ds.mkdir()
+    rows = [
+        {"prompt": "p1", "response_0": "safe", "response_1": "unsafe", "is_response_0_safe": True,
+         "is_response_1_safe": False, "better_response_id": 0, "safer_response_id": 0},
+        {"prompt": "p2", "response_0": "bad", "response_1": "good", "is_response_0_safe": False,
+         "is_response_1_safe": True, "better_response_id": 1, "safer_response_id": 1},
+        {"prompt": "p3", "response_0": "a", "response_1": "b", "is_response_0_safe": True,
+         "is_response_1_safe": True, "better_response_id": 0, "safer_response_id": 0},
+    ]
+    (ds / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.delenv("SAFEALIGN_DATA", raising=False)
+    monkeypatch.setitem(registry.ENTRIES["pku-safe-pairs"].extra, "hf", str(ds))
+    pairs = registry.load_preferences("pku-safe-pairs:train")
+    assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [("p1", "safe", "unsafe"), ("p2", "good", "bad")]
+    assert (cache_dir / "data" / "preference/pku_saferlhf_safe_pairs.train.jsonl").exists()

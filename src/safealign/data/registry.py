@@ -13,6 +13,7 @@ To add a dataset: copy an entry below, point it at its file and loader, and give
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import tempfile
 import urllib.request
@@ -156,8 +157,42 @@ def local_path(entry: Entry, split: str | None = None) -> Path:
         return cached
     if entry.url:
         return _download(entry.url, cached)
+    if entry.extra.get("hf"):
+        return _from_hf(entry, split, cached)
     where = f"SAFEALIGN_DATA={d}" if d else "SAFEALIGN_DATA is not set"
     raise SafealignError(f"'{entry.name}' not found ({where}); upstream: {entry.source}", file=str(rel), field="dataset")
+
+
+def pku_rows_to_records(rows: list[dict[str, Any]], kind: str) -> list[dict[str, str]]:
+    """PKU-SafeRLHF rows → the paper's selection: one response safe and better, the other unsafe.
+
+    ``kind`` "pairs" gives {prompt, chosen, rejected}; "responses" gives {prompt, response} (the safe one).
+    """
+    out = []
+    for r in rows:
+        for good, bad in ((0, 1), (1, 0)):
+            if (r.get(f"is_response_{good}_safe") and not r.get(f"is_response_{bad}_safe")
+                    and r.get("better_response_id") == good and r.get("safer_response_id", good) == good):
+                if kind == "pairs":
+                    out.append({"prompt": r["prompt"], "chosen": r[f"response_{good}"], "rejected": r[f"response_{bad}"]})
+                else:
+                    out.append({"prompt": r["prompt"], "response": r[f"response_{good}"]})
+    return out
+
+
+def _from_hf(entry: Entry, split: str | None, dest: Path) -> Path:
+    """Build the entry's file from its Hugging Face dataset (hub users), cached as JSONL, written atomically."""
+    hf_split = "test" if split == "test" else "train"
+    rows = loaders.load_hf_dataset(entry.extra["hf"], split=hf_split)
+    records = pku_rows_to_records(rows, "pairs" if entry.kind == "preference" else "responses")
+    if not records:
+        raise SafealignError("no rows match the selection (is it PKU-SafeRLHF?)", file=entry.extra["hf"], field="dataset")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, dest)
+    return dest
 
 
 def _from_path(path: Path, expected: str) -> list[EvalPrompt]:
