@@ -21,7 +21,7 @@ import time
 def load_prompts(n: int) -> list[str]:
     from safealign.data import registry
 
-    recs = [r for name in registry.expand_benchmarks("harm,xstest") for r in registry.load_eval(name, limit=8)]
+    recs = [r for name in registry.expand_benchmarks("harm,xstest") for r in registry.load_eval(name, limit=16)]
     return [r.prompt for r in recs][:n]
 
 
