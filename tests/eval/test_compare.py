@@ -1,0 +1,123 @@
+"""Position-swapped pairwise comparison: a real tiny LM judge read by its logits, and an OpenAI-compatible judge
+served over HTTP on 127.0.0.1 by the test (a fair one and a position-biased one)."""
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from safealign.errors import SafealignError
+from safealign.eval.compare import build_prompt, compare, pair_up, parse_letter, read_responses
+
+FIX = Path(__file__).parent / "fixtures"
+A, B = FIX / "results" / "base", FIX / "results" / "tuned"
+ANSWER = re.compile(r"\[The Start of Assistant (A|B)'s Answer\]\n(.*?)\n\[The End", re.S)
+
+
+class JudgeServer:
+    """An OpenAI-compatible chat server; ``mode`` "longer" names the longer answer, "first" always says A."""
+
+    def __init__(self, mode: str):
+        self.mode, self.requests = mode, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests += 1
+                answers = dict(ANSWER.findall(body["messages"][-1]["content"]))
+                letter = "A" if outer.mode == "first" or len(answers["A"]) >= len(answers["B"]) else "B"
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": f"{letter}."}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def server(request):
+    s = JudgeServer(request.param)
+    yield s
+    s.close()
+
+
+def expected_longer():
+    wins = {"a": 0, "b": 0, "tie": 0}
+    for ra, rb in pair_up(read_responses(A), read_responses(B)):
+        la, lb = len(ra["response"]), len(rb["response"])
+        wins["a" if la > lb else "b" if lb > la else "tie"] += 1
+    return wins
+
+
+@pytest.mark.parametrize("server", ["longer"], indirect=True)
+def test_openai_judge_fair_and_resumable(server, tmp_path):
+    s = compare(A, B, "openai:judge", tmp_path, limit=3, base_url=server.url)
+    assert s["n"] == 3 and server.requests == 6  # each pair asked in both orders
+    s = compare(A, B, "openai:judge", tmp_path, base_url=server.url)
+    assert s["n"] == 8 and server.requests == 16  # the rerun only judged the 5 new pairs
+    want = expected_longer()
+    assert (s["win_a"]["k"], s["tie"]["k"], s["win_b"]["k"]) == (want["a"], want["tie"], want["b"])
+    assert s["order_flip_rate"]["k"] == want["tie"] and s["invalid"] == 0
+    assert s["win_a"]["ci"][0] <= s["win_a"]["rate"] <= s["win_a"]["ci"][1]
+    items = [json.loads(x) for x in (tmp_path / "compare_items.jsonl").read_text().splitlines()]
+    assert len(items) == 8 and all(it["winner"] in ("a", "b", "tie") for it in items)
+    assert json.loads((tmp_path / "compare.json").read_text())["n"] == 8
+    assert "order flip" in (tmp_path / "compare.md").read_text()
+
+
+@pytest.mark.parametrize("server", ["first"], indirect=True)
+def test_position_bias_is_reported_as_ties(server, tmp_path):
+    s = compare(A, B, "openai:judge", tmp_path, base_url=server.url)
+    assert s["tie"]["rate"] == 1.0 and s["win_a"]["k"] == s["win_b"]["k"] == 0
+    assert s["order_flip_rate"]["rate"] == 1.0 and s["first_position_rate"]["rate"] == 1.0
+    with pytest.raises(SafealignError, match="another judge"):
+        compare(A, B, "openai:other", tmp_path, base_url=server.url)
+
+
+def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path):
+    import torch
+
+    from safealign.eval.compare import HFPairJudge
+    from safealign.models import format_prompt
+
+    s = compare(A, B, f"hf:{tiny_lm_dir}", tmp_path, limit=4, batch_size=3)  # batches of 3 pairs: padding matters
+    items = [json.loads(x) for x in (tmp_path / "compare_items.jsonl").read_text().splitlines()]
+    assert s["n"] == 4 and s["win_a"]["k"] + s["tie"]["k"] + s["win_b"]["k"] == 4
+    judge = HFPairJudge(str(tiny_lm_dir))
+    for it in items:  # each batched, left-padded verdict equals an unbatched forward pass
+        for key, (x, y) in (("ab", ("response_a", "response_b")), ("ba", ("response_b", "response_a"))):
+            text = format_prompt(judge.tok, build_prompt(it["prompt"], it[x], it[y]))
+            ids = judge.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+            with torch.inference_mode():
+                logp = torch.log_softmax(judge.model(ids).logits[0, -1].float(), -1)
+            a, b = (torch.logsumexp(logp[judge.letter_ids[c]], 0) for c in "AB")
+            assert it[f"p_first_{key}"] == pytest.approx(torch.sigmoid(a - b).item(), abs=1e-4)
+            assert it[f"pick_{key}"] == ("A" if a > b else "B")
+        assert it["followed_position"] == (it["pick_ab"] == it["pick_ba"])
+
+
+def test_parse_letter_and_errors(tmp_path):
+    assert parse_letter("B") == "B" and parse_letter("Assistant A is better.") == "A"
+    assert parse_letter("Both are fine") is None
+    with pytest.raises(SafealignError, match="needs --base-url"):
+        compare(A, B, "openai:x", tmp_path)
+    r = subprocess.run([sys.executable, "-m", "safealign", "compare", "--a", str(A), "--b", str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "result dir not found" in r.stderr and r.stderr.strip().count("\n") == 0
