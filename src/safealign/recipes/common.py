@@ -9,12 +9,18 @@ A recipe's output dir (usable as ``--model`` anywhere) holds:
 - ``log.jsonl``: one JSON object per logged step (``step``, ``loss``, ...), plus event lines;
 - ``README.md``: a short model card.
 
-A dir whose ``safealign.json`` says finished is refused unless ``overwrite``; an unfinished one resumes.
+A dir whose ``safealign.json`` says finished is refused unless ``overwrite``; an unfinished one resumes
+(from its last checkpoint under ``checkpoints/``) unless ``overwrite``, which starts it over.
+
+``TrainConfig`` is the ``train:`` section every recipe shares; ``start_run`` / ``finish_run`` wrap a TRL
+trainer with that contract (rank-0 writes, barriers under ``accelerate launch``, resume, save + merge).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +29,8 @@ from typing import Any
 
 from safealign.config import dump_yaml, option
 from safealign.errors import SafealignError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -43,6 +51,92 @@ class LoraConfig:
                         target_modules=self.target_modules, task_type=task_type)
 
 
+@dataclass
+class TrainConfig:
+    """The ``train:`` section of every recipe (TRL/transformers trainer settings)."""
+
+    lr: float = option(2e-4, "peak learning rate (AdamW); ~2e-4 suits LoRA, ~1e-5 full fine-tuning")
+    epochs: float = option(1.0, "passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: train for `epochs`)")
+    batch_size: int = option(4, "examples per process per micro-batch (DPO/RM: pairs)")
+    grad_accum: int = option(1, "micro-batches per optimizer step (effective batch: batch_size x grad_accum x "
+                                "processes)")
+    max_length: int = option(512, "tokens per sequence, prompt + response; longer ones are truncated (counted in "
+                                  "log.jsonl)")
+    seed: int = option(0, "training seed: LoRA initialisation, data order, dropout")
+    logging_steps: int = option(1, "write the loss to log.jsonl every N optimizer steps")
+    warmup_ratio: float = option(0.0, "fraction of the steps with a linear learning-rate warmup, in [0, 1)")
+    lr_scheduler: str = option("linear", "learning-rate schedule after warmup: linear | cosine | constant | ...")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "clip gradients to this norm (0: no clipping)")
+    save_steps: int = option(50, "checkpoint every N steps, so an interrupted run resumes (0: no checkpoints)")
+    precision: str = option("auto", "auto (bf16 autocast where the GPU or CPU has bf16 units, else fp32) | fp32 | bf16 "
+                                    "| fp16; bf16 on a CPU without bf16 units is ~10x slower than fp32")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% "
+                                                 "slower (TRL's default is on; ours is off)")
+
+    def __post_init__(self) -> None:
+        checks = [("lr", self.lr > 0), ("batch_size", self.batch_size >= 1), ("grad_accum", self.grad_accum >= 1),
+                  ("max_length", self.max_length >= 8), ("logging_steps", self.logging_steps >= 1),
+                  ("warmup_ratio", 0 <= self.warmup_ratio < 1), ("save_steps", self.save_steps >= 0),
+                  ("epochs", self.epochs > 0 or self.max_steps > 0)]
+        for name, ok in checks:
+            if not ok:
+                raise SafealignError(f"invalid value {getattr(self, name)!r}", field=f"train.{name}")
+        if self.precision not in PRECISIONS:
+            raise SafealignError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})",
+                                 field="train.precision")
+
+    def trainer_kwargs(self, seed: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for any TRL config / ``TrainingArguments`` (all but ``output_dir`` and ``max_length``).
+
+        ``seed`` overrides ``self.seed``. Precision and gradient checkpointing are set explicitly because TRL's
+        defaults (bf16 autocast, checkpointing on) make a CPU step several times slower.
+        """
+        bf16, fp16 = resolve_precision(self.precision)
+        kw: dict[str, Any] = dict(
+            learning_rate=self.lr, num_train_epochs=self.epochs, max_steps=self.max_steps if self.max_steps > 0 else -1,
+            per_device_train_batch_size=self.batch_size, gradient_accumulation_steps=self.grad_accum,
+            seed=self.seed if seed is None else seed, logging_steps=self.logging_steps, warmup_steps=self.warmup_ratio,
+            lr_scheduler_type=self.lr_scheduler, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
+            save_strategy="steps" if self.save_steps > 0 else "no", save_steps=max(self.save_steps, 1),
+            save_total_limit=1, bf16=bf16, fp16=fp16, gradient_checkpointing=self.gradient_checkpointing,
+            report_to="none", dataloader_num_workers=0, dataloader_pin_memory=_has_cuda(),
+        )
+        if self.gradient_checkpointing:
+            kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        if (bf16 or fp16) and not _has_cuda():
+            kw["use_cpu"] = True  # transformers accepts CPU mixed precision only when asked for explicitly
+        return kw
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 in hardware: a CUDA GPU with bf16, or a CPU whose oneDNN runs bf16
+    natively (AVX512-BF16 / AMX; it honours ``ONEDNN_MAX_CPU_ISA``). Elsewhere bf16 is emulated, ~10x slower."""
+    import torch
+
+    if _has_cuda():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str) -> tuple[bool, bool]:
+    """(bf16, fp16) for ``TrainConfig.precision``. ``auto``: bf16 autocast where the hardware has bf16 units
+    (``native_bf16``), else fp32 — TRL's default, bf16 everywhere, makes a step ~10x slower on an AVX2-only CPU."""
+    if precision == "auto":
+        return native_bf16(), False
+    return precision == "bf16", precision == "fp16"
+
+
 def prepare_output_dir(out: str | Path, overwrite: bool) -> tuple[Path, bool]:
     """Create ``out``; returns (path, resuming). A finished run is refused unless ``overwrite``."""
     out = Path(out)
@@ -51,7 +145,7 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> tuple[Path, bool]:
         info = json.loads(meta.read_text())
         if info.get("finished") and not overwrite:
             raise SafealignError("holds a finished run; pass --overwrite to replace it", file=str(out), field="out")
-        if info.get("finished") and overwrite:
+        if overwrite:  # a finished run is replaced; an unfinished one starts over
             shutil.rmtree(out)
         else:
             return out, True
@@ -71,8 +165,18 @@ def write_meta(out: Path, **fields: Any) -> None:
     tmp.replace(meta)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_config(out: Path, cfg: Any) -> None:
-    (out / "config.yaml").write_text(dump_yaml(cfg))
+    """Write the resolved config (a config dataclass or a plain dict) to ``config.yaml``."""
+    import yaml
+
+    text = yaml.safe_dump(cfg, sort_keys=False) if isinstance(cfg, dict) else dump_yaml(cfg)
+    _write_atomic(out / "config.yaml", text)
 
 
 def log_event(out: Path, **fields: Any) -> None:
@@ -85,7 +189,7 @@ def write_card(out: Path, method: str, base_model: str, summary: str, details: d
              "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in details.items()]
     lines += ["", "Load it anywhere with `--model " + str(out) + "`.", ""]
-    (out / "README.md").write_text("\n".join(lines))
+    _write_atomic(out / "README.md", "\n".join(lines))
 
 
 def jsonl_log_callback(out: Path):
@@ -98,3 +202,220 @@ def jsonl_log_callback(out: Path):
                 log_event(out, step=state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))})
 
     return JsonlLog()
+
+
+def progress_callback(desc: str):
+    """A TrainerCallback showing a rich progress bar (steps, loss) on the main process; see ``use_rich_progress``."""
+    from transformers import TrainerCallback
+
+    from safealign.progress import progress_bar
+
+    class RichProgress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+            if state.is_world_process_zero:
+                self.bar = progress_bar()
+                self.bar.start()
+                self.task = self.bar.add_task(desc, total=state.max_steps, completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.update(self.task, description=f"{desc} (loss {logs['loss']:.4f})")
+
+        def on_train_end(self, args, state, control, **kw):  # noqa: ANN001
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return RichProgress()
+
+
+def use_rich_progress(trainer: Any, desc: str) -> None:
+    """Replace the trainer's tqdm bar and printed log dicts by one rich progress bar (the loss goes to log.jsonl)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress_callback(desc))
+
+
+def records_fingerprint(records: list[Any]) -> str:
+    """A short hash of training records (any dataclasses), to tell whether a run resumes on the same data."""
+    from dataclasses import asdict
+
+    h = hashlib.sha256()
+    for r in records:
+        h.update(json.dumps(asdict(r), sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def read_meta(out: str | Path) -> dict[str, Any] | None:
+    meta = Path(out) / "safealign.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+def is_finished(out: str | Path) -> bool:
+    """Whether ``out`` holds a finished run (its weights are complete and usable as ``--model``)."""
+    return bool((read_meta(out) or {}).get("finished"))
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def last_checkpoint(out: str | Path) -> str | None:
+    """The newest complete ``checkpoints/checkpoint-N`` of a run dir, or None."""
+    d = checkpoint_dir(out)
+    if not d.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(d))
+
+
+def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: str, config: Any,
+              fingerprint: str, meta: dict[str, Any] | None = None) -> tuple[Path, str | None]:
+    """Prepare a run dir on every process; returns (dir, checkpoint to resume from or None).
+
+    Every process makes the same read-only checks first, so a refused dir fails everywhere alike (no process
+    waits forever at a barrier); then the main process creates or clears the dir and writes ``config.yaml``
+    and ``safealign.json`` (``finished: false``). An unfinished run resumes only with the same method, base
+    model and data (``fingerprint``); other settings may change (e.g. a larger ``train.max_steps``).
+    """
+    state = distributed_state()
+    out = Path(out_dir)
+    info = read_meta(out)
+    if not overwrite:
+        if info is not None and info.get("finished"):
+            raise SafealignError("holds a finished run; pass --overwrite to replace it", file=str(out), field="out")
+        if info is not None:
+            same = (info.get("method"), info.get("base_model"), info.get("data_fingerprint")) == \
+                (method, base_model, fingerprint)
+            if not same:
+                raise SafealignError("holds an unfinished run of another method, model or data; pass --overwrite to "
+                                     "start over", file=str(out), field="out")
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise SafealignError("exists and is not a safealign run dir; pass --overwrite or choose another",
+                                 file=str(out), field="out")
+    state.wait_for_everyone()
+    if state.is_main_process:
+        out, _ = prepare_output_dir(out, overwrite)
+        write_config(out, config)
+        write_meta(out, method=method, base_model=base_model, finished=False, data_fingerprint=fingerprint,
+                   **(meta or {}))
+    state.wait_for_everyone()
+    resume = last_checkpoint(out)
+    if state.is_main_process:
+        log_event(out, event="resume" if resume else "start", checkpoint=resume, processes=state.num_processes)
+    return out, resume
+
+
+def distributed_state():
+    """accelerate's process state, set up once per process; call it before anything else asks for one.
+
+    Several processes launched on a machine without an accelerator (``accelerate launch`` with
+    ``configs/accelerate/ddp_cpu.yaml``, or ``torchrun``) join one gloo process group on CPU: accelerate
+    itself would leave each of them training alone, and the Trainer follows ``ACCELERATE_USE_CPU``.
+    """
+    import torch
+    from accelerate import PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    return PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
+
+
+def is_main_process() -> bool:
+    """True outside ``accelerate launch`` and on its main process."""
+    return distributed_state().is_main_process
+
+
+def score_labelled_tokens_only() -> None:
+    """Make TRL's fused LM head score only the labelled positions on CPU too.
+
+    On CUDA/XPU it projects only the positions that have a label (the response tokens); elsewhere it scores
+    every position — prompt and padding included, a third or more of a batch — to keep tile shapes fixed for
+    compiling backends (Neuron). A CPU compiles nothing, so the SFT and DPO steps drop 15-25% of their time
+    with the compact path. A no-op when TRL no longer has this switch.
+    """
+    try:
+        import trl.trainer.utils as trl_utils
+        from trl.kernels.chunked_logprob import _use_triton
+    except ImportError:
+        return
+    if getattr(trl_utils, "_use_triton", None) is _use_triton:
+        trl_utils._use_triton = lambda device: device.type == "cpu" or _use_triton(device)
+
+
+def load_policy(spec: str):
+    """(model, tokenizer) to train: fp32 weights (a LoRA dir is merged onto its base), train mode, right padding."""
+    from safealign.models import load_causal_lm
+
+    model, tok = load_causal_lm(spec)
+    model.train()
+    tok.padding_side = "right"
+    return model, tok
+
+
+def _finalize_weights(staging: Path, out: Path, tokenizer: Any, lora: LoraConfig, base_model: str) -> str:
+    """Move what ``trainer.save_model`` wrote into ``out``: merged weights, a LoRA adapter, or full weights."""
+    from safealign.models import adapter_base, load_causal_lm, resolve_model
+
+    if (staging / "adapter_config.json").exists():
+        # a base that is itself an adapter was merged before training, so its new adapter only fits merged
+        if lora.merge or adapter_base(resolve_model(base_model)) is not None:
+            from peft import PeftModel
+
+            model, _ = load_causal_lm(base_model)
+            model = PeftModel.from_pretrained(model, str(staging)).merge_and_unload()
+            model.save_pretrained(out, safe_serialization=True)
+            kind = "merged"
+        else:
+            for name in ("adapter_config.json", "adapter_model.safetensors"):
+                os.replace(staging / name, out / name)
+            kind = "adapter"
+    else:
+        for f in staging.iterdir():
+            if f.name == "config.json" or f.name == "generation_config.json" or f.suffix == ".safetensors" \
+                    or f.name.endswith(".safetensors.index.json"):
+                os.replace(f, out / f.name)
+        kind = "full"
+    tokenizer.save_pretrained(out)
+    return kind
+
+
+def finish_run(trainer: Any, tokenizer: Any, out: Path, lora: LoraConfig, *, method: str, base_model: str,
+               summary: str, details: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+    """After ``trainer.train()``: save the weights into ``out`` (merged LoRA, adapter, or full), drop the
+    checkpoints, write the model card and mark the run finished. Call it on every process."""
+    import math
+
+    acc = trainer.accelerator
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if losses and not all(math.isfinite(x) for x in losses):
+        raise SafealignError(f"training diverged (loss {losses[-1]}); lower train.lr or check the data",
+                             file=str(out), field="train.lr")
+    staging = out / ".staging"
+    trainer.model.config.use_cache = True  # TRL turns the KV cache off for training; generation wants it back
+    trainer.save_model(str(staging))  # every process: gathers ZeRO-3 / FSDP shards, the main one writes
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        kind = _finalize_weights(staging, out, tokenizer, lora, base_model)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
+        info = read_meta(out) or {}
+        seconds = round(time.time() - info.get("created", time.time()), 1)
+        final = {"weights": kind, "steps": trainer.state.global_step,
+                 "final_loss": losses[-1] if losses else None, "seconds": seconds}
+        log_event(out, event="finished", **final)
+        write_card(out, method, base_model, summary, {**details, "weights": kind, "steps": final["steps"],
+                                                       "final loss": final["final_loss"]})
+        write_meta(out, finished=True, **final, **(meta or {}))
+    acc.wait_for_everyone()
+    return out

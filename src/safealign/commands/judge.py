@@ -1,0 +1,108 @@
+"""``safealign judge``: score (prompt, response) pairs with any judge, and train the embedded judge.
+
+    safealign judge score --judge embedded --input pairs.jsonl --out judged.jsonl
+    safealign judge train [--out DIR] [--limit N]
+
+``score`` reads JSONL lines with ``prompt`` and ``response`` and writes the same lines with ``safe``,
+``refusal``, ``score`` and ``judge`` added (``verdict_category`` too when the judge gives one). To audit a
+judge against your own labels, put them in ``label_safe`` / ``label_refusal`` (booleans): the agreement is
+printed. ``train`` trains the embedded judge and prints its held-out accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("judge", help="score pairs with a judge; train the embedded judge")
+    jsub = p.add_subparsers(dest="judge_command", required=True)
+    sp = jsub.add_parser("score", help="add safe/refusal/score to JSONL lines with prompt and response")
+    sp.add_argument("--judge", default="embedded", help="judge spec (see `safealign eval --help`)")
+    sp.add_argument("--input", required=True, help="JSONL with prompt and response per line")
+    sp.add_argument("--out", required=True, help="output JSONL (written atomically)")
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.set_defaults(func=run_score)
+    tp = jsub.add_parser("train", help="train the embedded judge (cached; prints its held-out accuracy)")
+    tp.add_argument("--out", default=None,
+                    help="dir for the trained judge (default: the cache; load it with --judge embedded:DIR)")
+    tp.add_argument("--limit", type=int, default=None, help="cap each training source at N items (quick runs)")
+    tp.add_argument("--seed", type=int, default=0)
+    tp.add_argument("--overwrite", action="store_true", help="retrain even if a trained judge is there")
+    tp.set_defaults(func=run_train)
+
+
+def read_pairs(path: str) -> list[dict]:
+    """The input lines; a malformed line is a SafealignError naming the file and line."""
+    from pathlib import Path
+
+    from safealign.data.loaders import iter_jsonl, require_str
+    from safealign.errors import SafealignError
+
+    rows = []
+    for n, obj in iter_jsonl(Path(path)):
+        require_str(obj, "prompt", file=path, line=n)
+        require_str(obj, "response", file=path, line=n, allow_empty=True)
+        for key in ("label_safe", "label_refusal"):
+            if key in obj and not isinstance(obj[key], bool):
+                raise SafealignError("expected true or false", file=path, line=n, field=key)
+        rows.append(obj)
+    if not rows:
+        raise SafealignError("no lines to judge", file=path)
+    return rows
+
+
+def run_score(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from safealign.eval.metrics import accuracy
+    from safealign.eval.run import write_atomic
+    from safealign.judges import get_judge
+    from safealign.judges.base import judge_in_batches
+
+    rows = read_pairs(args.input)  # validate everything before loading a judge
+    judge = get_judge(args.judge)
+    verdicts = judge_in_batches(judge, [r["prompt"] for r in rows], [r["response"] for r in rows], args.batch_size)
+    lines = []
+    for r, v in zip(rows, verdicts):
+        r = dict(r, safe=bool(v.safe), refusal=bool(v.refusal), score=float(v.score), judge=judge.name)
+        if v.category is not None:
+            r["verdict_category"] = v.category
+        lines.append(json.dumps(r, ensure_ascii=False) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, "".join(lines))
+    print(f"{len(rows)} pairs judged by {judge.name}; {sum(v.safe for v in verdicts)} safe, "
+          f"{sum(v.refusal for v in verdicts)} refusals → {out}", file=sys.stderr)
+    for key in ("safe", "refusal"):
+        idx = [i for i, r in enumerate(rows) if f"label_{key}" in r]
+        if idx:
+            acc = accuracy([getattr(verdicts[i], key) for i in idx], [rows[i][f"label_{key}"] for i in idx])
+            print(f"{key}: agreement with label_{key} {100 * acc['rate']:.1f}% "
+                  f"[{100 * acc['ci'][0]:.1f}, {100 * acc['ci'][1]:.1f}] on {acc['n']} lines")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import json
+
+    from safealign.errors import SafealignError
+    from safealign.judges import embedded
+
+    if args.limit is not None and args.limit < 1:
+        raise SafealignError("--limit must be >= 1", field="limit")
+    d = embedded.train(args.out, limit=args.limit, seed=args.seed, overwrite=args.overwrite)
+    meta = json.loads((d / "meta.json").read_text())
+    print(f"embedded judge: {d}")
+    print(f"trained on {meta['n_train']} examples ({meta['seconds']} s); sources: "
+          + ", ".join(f"{k} {v}" for k, v in meta["sources"].items()))
+    for split, label in (("validation", "validation (15% of the training set)"),
+                         ("heldout", f"held-out set ({meta.get('heldout_n', 0)} responses by other models)")):
+        acc = meta.get(split)
+        if acc:
+            print(f"{label}: " + ", ".join(
+                f"{k} {100 * v['rate']:.1f}% [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}] (n={v['n']})"
+                for k, v in acc.items()))
+    return 0

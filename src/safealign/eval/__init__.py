@@ -1,0 +1,2 @@
+"""Evaluation: verdicts → rates (``metrics``, ``safety``), the ``safealign eval`` driver (``run``), and the
+helpfulness, pairwise-comparison and error-analysis modules that read its result dirs."""

@@ -1,0 +1,593 @@
+"""``safealign run CONFIG --out DIR``: a whole study like the paper's, from one experiment file, into one report.
+
+The run config (``RunConfig`` below; ``configs/quickstart.yaml`` and ``configs/paper.yaml`` are examples) names the
+base model, the methods and their settings, the benchmarks, the judges and the seeds. It becomes a list of stages,
+each one call into the pieces that do the work (nothing is reimplemented here):
+
+    train/sit-n<N>     safealign.recipes.sit.run         one per N in methods.sit.n_safety (the SIT sweep)
+    train/rm           safealign.recipes.rm.run
+    train/raft         safealign.recipes.raft.run        ranker "rm" = the reward model trained in this run
+    train/dpo          safealign.recipes.dpo.run
+    eval/rm            safealign.recipes.rm.evaluate     pairwise accuracy of the reward model
+    eval/<model>       safealign.eval.run.evaluate       base and every trained generator, every benchmark
+    eval/raft-iters    the same, for each intermediate RAFT iteration (methods.raft.eval_iterations: true)
+    compare/<a>-vs-<b> safealign.eval.compare.compare    only when compare.judge is set
+    analyze/<a>-vs-<b> safealign.eval.analyze.analyze    and analyze/raft: analyze_raft
+    report             safealign.report.build.build_report
+
+A string ``@<name>`` anywhere in a method section, in ``judge`` or in ``helpful_scorer`` means the model dir of the
+stage ``train/<name>`` of this run (``helpful_scorer: rm:@rm``, ``methods.dpo.model: "@sit-n300"``) and makes the
+stage depend on it.
+
+Resumable: ``DIR/manifest.json`` (written atomically) maps each stage to {input_hash, status, outputs, seconds}.
+The input hash covers the stage's resolved settings and the hashes of the stages it depends on, so a rerun skips
+what is done, resumes what was cut (recipes and ``evaluate`` continue in the same dir), and a changed setting
+reruns only the stages downstream of it (their old outputs are removed first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safealign.config import from_dict, option, to_dict
+from safealign.errors import SafealignError
+from safealign.generate import GenParams
+
+PIPELINE_VERSION = 1  # part of every input hash; bump when a stage's meaning changes
+METHODS = ("sit", "rm", "raft", "dpo")  # the order they train in, unless references say otherwise
+PIPELINE_KEYS = {"enabled", "eval_iterations"}  # keys of a method section the pipeline reads, not the recipe
+
+
+@dataclass
+class Methods:
+    sit: dict[str, Any] | None = option(None, "SIT (safealign.recipes.sit.Config); n_safety may be a list: one model "
+                                              "per value (the sweep). enabled: false skips it")
+    rm: dict[str, Any] | None = option(None, "reward model (safealign.recipes.rm.Config)")
+    raft: dict[str, Any] | None = option(None, "RAFT (safealign.recipes.raft.Config); ranker: rm = the reward model "
+                                               "of this run; eval_iterations: true evaluates every iteration")
+    dpo: dict[str, Any] | None = option(None, "DPO (safealign.recipes.dpo.Config)")
+
+
+@dataclass
+class CompareConfig:
+    judge: str | None = option(None, "pairwise judge (a judge model, e.g. openai:<model>); unset: no compare stages")
+    pairs: list[list[str]] | None = option(None, "model pairs [a, b]; default: base vs every trained model")
+    limit: int | None = option(None, "compare at most N prompts per pair")
+    base_url: str | None = option(None, "OpenAI-compatible server for an openai:<model> judge")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding that server's API key")
+
+
+@dataclass
+class RewardEval:
+    datasets: list[str] = option(["pku-safe-pairs:test", "hh-harmless"], "preference sets for the RM's accuracy")
+    limit: int | None = option(None, "first N pairs of each set")
+
+
+@dataclass
+class ReportConfig:
+    examples: int = option(5, "prompts shown side by side (base vs each method)")
+    title: str | None = option(None, "report title (default: the config file's name)")
+
+
+@dataclass
+class RunConfig:
+    model: str = option("smollm2-135m-instruct", "base model: embedded name, HF id, model dir or .gguf")
+    seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
+    judge: str = option("embedded", "safety judge for every eval (see `safealign judges`)")
+    helpful_scorer: str | None = option(None, "reward scorer for helpfulness, e.g. rm:@rm (the RM of this run)")
+    benchmarks: str = option("harm,xstest,benign,helpful", "benchmarks and groups to evaluate every model on")
+    limit: int | None = option(None, "first N prompts of each benchmark (XSTest: N of each half)")
+    generation: GenParams = field(default_factory=GenParams, metadata={"help": "generation settings for evals"})
+    methods: Methods = field(default_factory=Methods, metadata={"help": "methods to train"})
+    compare: CompareConfig = field(default_factory=CompareConfig, metadata={"help": "pairwise comparisons"})
+    analyze: bool = option(True, "write confusion tables / flips for base vs every method, and RAFT's iterations")
+    reward_eval: RewardEval = field(default_factory=RewardEval, metadata={"help": "reward-model accuracy"})
+    report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "report settings"})
+
+
+@dataclass
+class Stage:
+    """One step of a run: ``action(out)`` writes into ``out``; ``settings`` (+ deps' hashes) is its input hash."""
+
+    name: str
+    settings: dict[str, Any]
+    action: Callable[[Path], Any]
+    out: Path
+    deps: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------- the manifest
+
+class Manifest:
+    """``DIR/manifest.json``, rewritten atomically on every change::
+
+        {"version", "source" (the config file), "config" (resolved), "plan": [stage, ...] (this run's, in order),
+         "models": {name: {"method", "train" (stage or null), "eval" (stage), "n_safety"}},
+         "stages": {stage: {"input_hash", "status": running|failed|done, "outputs": [paths in DIR], "seconds",
+                            "cpu_seconds", "attempts", "started", "finished", "error"}}}
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = {"version": PIPELINE_VERSION, "stages": {}}
+        if path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except ValueError:
+                raise SafealignError("corrupt run manifest; remove it to start over", file=str(path)) from None
+            self.data.setdefault("stages", {})
+
+    @property
+    def stages(self) -> dict[str, dict[str, Any]]:
+        return self.data["stages"]
+
+    def update(self, stage: str | None = None, **fields: Any) -> None:
+        if stage is None:
+            self.data.update(fields)
+        else:
+            self.stages.setdefault(stage, {}).update(fields)
+        write_json(self.path, self.data)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (temp file in the same dir, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, default=str))
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def input_hashes(stages: list[Stage]) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for st in stages:
+        missing = [d for d in st.deps if d not in hashes]
+        if missing:
+            raise ValueError(f"stage {st.name} depends on {missing}, which do not come before it")
+        hashes[st.name] = stable_hash({"v": PIPELINE_VERSION, "stage": st.name, "settings": st.settings,
+                                       "deps": {d: hashes[d] for d in st.deps}})
+    return hashes
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One ``safealign run`` per run dir at a time (an OS lock, released if the process dies)."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SafealignError("another `safealign run` is using this run dir", file=str(run_dir), field="out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def stage_state(stages: list[Stage], manifest: Manifest) -> dict[str, str]:
+    """For each stage: ``done`` (skip), ``resume`` (cut before the end, same inputs), ``changed`` or ``new``."""
+    hashes = input_hashes(stages)
+    state = {}
+    for st in stages:
+        rec = manifest.stages.get(st.name)
+        if rec is None:
+            state[st.name] = "new"
+        elif rec.get("input_hash") != hashes[st.name]:
+            state[st.name] = "changed"
+        elif rec.get("status") == "done" and st.out.exists():
+            state[st.name] = "done"
+        else:
+            state[st.name] = "resume"
+    return state
+
+
+def run_stages(stages: list[Stage], run_dir: Path, manifest: Manifest | None = None,
+               log: Callable[[str], None] = _log) -> Manifest:
+    """Run ``stages`` in order, skipping the finished ones whose input hash is unchanged."""
+    manifest = manifest or Manifest(run_dir / "manifest.json")
+    hashes = input_hashes(stages)
+    state = stage_state(stages, manifest)
+    t_run = time.time()
+    for i, st in enumerate(stages, 1):
+        head = f"[{i}/{len(stages)}] {st.name}"
+        if state[st.name] == "done":
+            log(f"{head}: up to date ({manifest.stages[st.name].get('seconds', 0):.1f} s before), skipped")
+            continue
+        rec = manifest.stages.get(st.name, {})
+        if state[st.name] == "changed":
+            log(f"{head}: settings changed, redoing it")
+            _remove(st.out, run_dir)
+            rec = {}
+        elif state[st.name] == "resume":
+            log(f"{head}: resuming")
+        else:
+            log(f"{head} ...")
+        before = float(rec.get("seconds", 0.0))
+        manifest.update(st.name, input_hash=hashes[st.name], status="running", started=time.time(),
+                        outputs=[_rel(st.out, run_dir)], seconds=before, attempts=int(rec.get("attempts", 0)) + 1)
+        t0, c0 = time.time(), _cpu_seconds()
+        try:
+            st.action(st.out)
+        except BaseException as e:
+            manifest.update(st.name, status="failed", seconds=before + time.time() - t0,
+                            error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            raise
+        seconds = before + time.time() - t0
+        manifest.update(st.name, status="done", finished=time.time(), seconds=seconds, error=None,
+                        cpu_seconds=float(rec.get("cpu_seconds", 0.0)) + _cpu_seconds() - c0)
+        log(f"{head}: done in {_fmt_seconds(time.time() - t0)}")
+    log(f"all {len(stages)} stages finished; this run took {_fmt_seconds(time.time() - t_run)}")
+    return manifest
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system), to tell work from waiting."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 90 else f"{int(s // 60)} min {int(s % 60)} s"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _remove(path: Path, run_dir: Path) -> None:
+    """Remove a stage's old outputs, never anything outside the run dir."""
+    p, root = path.resolve(), run_dir.resolve()
+    if p == root or root not in p.parents:
+        raise ValueError(f"refusing to remove {p}: not inside {root}")
+    if p.is_dir():
+        shutil.rmtree(p)
+    elif p.exists():
+        p.unlink()
+
+
+# ------------------------------------------------------------------------------------------------------ the plan
+
+_REF = re.compile(r"@([a-z0-9][a-z0-9._-]*)")
+
+
+def _refs(obj: Any) -> set[str]:
+    if isinstance(obj, str):
+        return set(_REF.findall(obj))
+    if isinstance(obj, dict):
+        return set().union(*(_refs(v) for v in obj.values())) if obj else set()
+    if isinstance(obj, list):
+        return set().union(*(_refs(v) for v in obj)) if obj else set()
+    return set()
+
+
+def _resolve(obj: Any, dirs: dict[str, Path]) -> Any:
+    """Replace ``@name`` by the model dir of ``train/name`` (names not trained in this run are left alone)."""
+    if isinstance(obj, str):
+        return _REF.sub(lambda m: str(dirs[m.group(1)]) if m.group(1) in dirs else m.group(0), obj)
+    if isinstance(obj, dict):
+        return {k: _resolve(v, dirs) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_resolve(v, dirs) for v in obj]
+    return obj
+
+
+@dataclass
+class TrainSpec:
+    name: str  # sit-n300, rm, raft, dpo
+    method: str
+    section: dict[str, Any]  # the recipe's section as written (with @refs), pipeline keys removed
+    extra: dict[str, Any]  # pipeline keys (eval_iterations, ...)
+    generator: bool  # evaluated as a model (everything but the reward model)
+
+
+def _method_sections(cfg: RunConfig, source: str) -> list[TrainSpec]:
+    specs: list[TrainSpec] = []
+    for method in METHODS:
+        sec = getattr(cfg.methods, method)
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            raise SafealignError("expected a mapping of the recipe's settings", file=source, field=f"methods.{method}")
+        sec = dict(sec)
+        extra = {k: sec.pop(k) for k in list(sec) if k in PIPELINE_KEYS}
+        if extra.get("enabled", True) is False:
+            continue
+        if method == "raft" and sec.get("ranker") == "rm":
+            sec["ranker"] = "rm:@rm"
+        if method == "sit" and isinstance(sec.get("n_safety"), list):
+            if not sec["n_safety"] or len(set(sec["n_safety"])) != len(sec["n_safety"]):
+                raise SafealignError("a sweep needs distinct values", file=source, field="methods.sit.n_safety")
+            for n in sec["n_safety"]:
+                specs.append(TrainSpec(f"sit-n{n}", method, {**sec, "n_safety": n}, extra, True))
+        elif method == "sit" and "n_safety" in sec:
+            specs.append(TrainSpec(f"sit-n{sec['n_safety']}", method, sec, extra, True))
+        else:
+            specs.append(TrainSpec(method, method, sec, extra, method != "rm"))
+    return specs
+
+
+def _recipe(method: str):
+    try:
+        return importlib.import_module(f"safealign.recipes.{method}")
+    except ModuleNotFoundError as e:
+        if e.name == f"safealign.recipes.{method}":
+            raise SafealignError(f"this safealign has no '{method}' recipe", field=f"methods.{method}") from None
+        raise
+
+
+def _recipe_config(method: str, section: dict[str, Any], cfg: RunConfig, source: str, prefix: str) -> Any:
+    module = _recipe(method)
+    names = {f.name for f in dataclasses.fields(module.Config)}
+    section = dict(section)
+    if "model" in names:
+        section.setdefault("model", cfg.model)
+    if "seed" in names:
+        section.setdefault("seed", cfg.seed)
+    return from_dict(module.Config, section, source=source, prefix=prefix)
+
+
+def _toposort(specs: list[TrainSpec], source: str) -> list[TrainSpec]:
+    names = {s.name for s in specs}
+    deps = {s.name: _refs(s.section) & names for s in specs}
+    for s in specs:
+        if s.name in deps[s.name]:
+            raise SafealignError(f"'{s.name}' refers to itself", file=source, field=f"methods.{s.method}")
+    out: list[TrainSpec] = []
+    done: set[str] = set()
+    while len(out) < len(specs):
+        ready = [s for s in specs if s.name not in done and deps[s.name] <= done]
+        if not ready:
+            left = sorted(names - done)
+            raise SafealignError(f"methods refer to each other in a cycle: {', '.join(left)}", file=source,
+                                 field="methods")
+        out.append(ready[0])
+        done.add(ready[0].name)
+    return out
+
+
+def models_of(cfg: RunConfig, source: str = "<config>") -> dict[str, dict[str, Any]]:
+    """The models a run evaluates: {name: {"method", "train" (stage or None), "settings"}} — ``base`` first."""
+    models = {"base": {"method": "base", "train": None, "settings": {"model": cfg.model}}}
+    for s in _toposort(_method_sections(cfg, source), source):
+        if s.generator:
+            models[s.name] = {"method": s.method, "train": f"train/{s.name}", "settings": s.section}
+    return models
+
+
+def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[Stage]:
+    """The stages of a run, in order. Every recipe section is validated here, before anything runs."""
+    run_dir = Path(run_dir)
+    specs = _toposort(_method_sections(cfg, source), source)
+    trained = {s.name: s for s in specs}
+    dirs = {name: (run_dir / "train" / name).resolve() for name in trained}
+    stages: list[Stage] = []
+
+    def deps_of(*objs: Any) -> list[str]:
+        return [f"train/{r}" for r in sorted(set().union(*(_refs(o) for o in objs)) & set(trained))]
+
+    for r in sorted(set().union(_refs(cfg.judge), _refs(cfg.helpful_scorer or "")) - set(trained)):
+        raise SafealignError(f"'@{r}' is not a model trained in this run (methods: {', '.join(trained) or 'none'})",
+                             file=source, field="helpful_scorer" if r in (cfg.helpful_scorer or "") else "judge")
+
+    # train
+    for s in specs:
+        if s.method == "raft" and s.section.get("ranker") == "rm:@rm" and "rm" not in trained:
+            raise SafealignError("ranker 'rm' needs methods.rm (the reward model trained in this run)", file=source,
+                                 field="methods.raft.ranker")
+        for r in sorted(_refs(s.section) - set(trained)):
+            if r in METHODS or r.startswith("sit"):
+                raise SafealignError(f"'@{r}' is not a model trained in this run (methods: "
+                                     f"{', '.join(trained)})", file=source, field=f"methods.{s.method}")
+        recipe_cfg = _recipe_config(s.method, _resolve(s.section, dirs), cfg, source, f"methods.{s.method}.")
+        module = _recipe(s.method)
+        stages.append(Stage(f"train/{s.name}", {"method": s.method, "section": s.section, "model": cfg.model,
+                                                "seed": cfg.seed}, _train_action(module, recipe_cfg),
+                            dirs[s.name], deps_of(s.section)))
+
+    # evaluate: the reward model's accuracy, then every generator on every benchmark
+    if "rm" in trained:
+        re_ = cfg.reward_eval
+        stages.append(Stage("eval/rm", {"datasets": re_.datasets, "limit": re_.limit},
+                            _rm_eval_action(dirs["rm"], re_), run_dir / "eval" / "rm", ["train/rm"]))
+    eval_settings = {"benchmarks": cfg.benchmarks, "judge": cfg.judge, "limit": cfg.limit,
+                     "generation": to_dict(cfg.generation), "helpful_scorer": cfg.helpful_scorer}
+    eval_deps = deps_of(cfg.judge, cfg.helpful_scorer or "")
+    judge, scorer = _resolve(cfg.judge, dirs), _resolve(cfg.helpful_scorer, dirs)
+    eval_dirs: dict[str, Path] = {}
+    models = ["base"] + [s.name for s in specs if s.generator]
+    for name in models:
+        model = cfg.model if name == "base" else str(dirs[name])
+        eval_dirs[name] = run_dir / "eval" / name
+        deps = eval_deps + ([] if name == "base" else [f"train/{name}"])
+        stages.append(Stage(f"eval/{name}", {**eval_settings, "model": cfg.model if name == "base" else f"@{name}"},
+                            _eval_action(model, cfg, judge, scorer), eval_dirs[name], sorted(set(deps))))
+    if "raft" in trained and trained["raft"].extra.get("eval_iterations"):
+        stages.append(Stage("eval/raft-iters", eval_settings, _raft_iters_action(dirs["raft"], cfg, judge, scorer),
+                            run_dir / "eval" / "raft-iters", sorted(set(eval_deps + ["train/raft"]))))
+
+    # compare (needs a judge model) and analyze
+    default_pairs = [["base", m] for m in models if m != "base"]
+    if cfg.compare.judge:
+        pairs = cfg.compare.pairs or default_pairs
+        for k, pair in enumerate(pairs):
+            if len(pair) != 2 or any(m not in eval_dirs for m in pair):
+                raise SafealignError(f"a pair names two of: {', '.join(models)}", file=source,
+                                     field=f"compare.pairs[{k}]")
+        cjudge = _resolve(cfg.compare.judge, dirs)
+        for a, b in pairs:
+            stages.append(Stage(f"compare/{a}-vs-{b}", {"judge": cfg.compare.judge, "limit": cfg.compare.limit,
+                                                        "base_url": cfg.compare.base_url},
+                                _compare_action(eval_dirs[a], eval_dirs[b], cjudge, cfg.compare),
+                                run_dir / "compare" / f"{a}-vs-{b}",
+                                sorted(set([f"eval/{a}", f"eval/{b}"] + deps_of(cfg.compare.judge)))))
+    if cfg.analyze:
+        for a, b in default_pairs:
+            stages.append(Stage(f"analyze/{a}-vs-{b}", {}, _analyze_action(eval_dirs[a], eval_dirs[b]),
+                                run_dir / "analyze" / f"{a}-vs-{b}", [f"eval/{a}", f"eval/{b}"]))
+        if "raft" in trained:
+            stages.append(Stage("analyze/raft", {}, _analyze_raft_action(dirs["raft"]), run_dir / "analyze" / "raft",
+                                ["train/raft"]))
+
+    stages.append(Stage("report", {"report": to_dict(cfg.report), "judge": cfg.judge}, _report_action(run_dir, cfg),
+                        run_dir / "report.html", [s.name for s in stages]))
+    return stages
+
+
+# ------------------------------------------------------------------------------------------------- stage actions
+
+def _train_action(module: Any, recipe_cfg: Any) -> Callable[[Path], Any]:
+    def action(out: Path) -> Path:
+        return module.run(recipe_cfg, out, overwrite=False)  # an unfinished dir resumes
+
+    return action
+
+
+def _eval_action(model: str, cfg: RunConfig, judge: str, scorer: str | None) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:
+        from safealign.eval.run import evaluate
+
+        return evaluate(model, cfg.benchmarks, judge, out, limit=cfg.limit, params=cfg.generation,
+                        helpful_scorer=scorer)
+
+    return action
+
+
+def _raft_iters_action(raft_dir: Path, cfg: RunConfig, judge: str, scorer: str | None) -> Callable[[Path], Any]:
+    def action(out: Path) -> None:
+        from safealign.eval.run import evaluate
+
+        rows = read_jsonl(raft_dir / "raft_log.jsonl")
+        for row in rows[:-1]:  # the last iteration is the RAFT model itself, evaluated by eval/raft
+            if row.get("model_dir"):
+                model_dir = Path(row["model_dir"])
+                model_dir = model_dir if model_dir.is_absolute() else raft_dir / model_dir
+                evaluate(str(model_dir), cfg.benchmarks, judge, out / f"iter_{row['iteration']}", limit=cfg.limit,
+                         params=cfg.generation, helpful_scorer=scorer)
+
+    return action
+
+
+def _rm_eval_action(rm_dir: Path, re_: RewardEval) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:
+        from safealign.recipes.rm import evaluate
+
+        result = evaluate(str(rm_dir), datasets=list(re_.datasets), limit=re_.limit)
+        write_json(out / "summary.json", {"model": str(rm_dir), "datasets": result})
+        return result
+
+    return action
+
+
+def _compare_action(a: Path, b: Path, judge: str, cc: CompareConfig) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:  # writes out/compare.json
+        from safealign.eval.compare import compare
+
+        return compare(a, b, judge, out, limit=cc.limit, base_url=cc.base_url, api_key_env=cc.api_key_env)
+
+    return action
+
+
+def _analyze_action(a: Path, b: Path) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:  # writes out/analysis.json
+        from safealign.eval.analyze import analyze
+
+        return analyze(a, b, out)
+
+    return action
+
+
+def _analyze_raft_action(raft_dir: Path) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:  # writes out/raft_analysis.json
+        from safealign.eval.analyze import analyze_raft
+
+        return analyze_raft(raft_dir, out)
+
+    return action
+
+
+def _report_action(run_dir: Path, cfg: RunConfig) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:
+        from safealign.report.build import build_report
+
+        return build_report(run_dir, examples=cfg.report.examples, title=cfg.report.title)
+
+    return action
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a kill: the writer repairs it on its next run
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------- the run
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    from safealign.config import load_config
+
+    return load_config(RunConfig, path, overrides)
+
+
+def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: bool = False) -> Path:
+    """Run (or resume) the study described by ``cfg`` into ``out_dir``; returns the report's path."""
+    run_dir = Path(out_dir)
+    stages = plan(cfg, run_dir, source)  # validates everything before any work
+    if dry_run:
+        manifest = Manifest(run_dir / "manifest.json")
+        state = stage_state(stages, manifest)
+        for i, st in enumerate(stages, 1):
+            _log(f"[{i}/{len(stages)}] {st.name}: {'up to date' if state[st.name] == 'done' else 'would run (' + state[st.name] + ')'}")
+        return run_dir / "report.html"
+    with run_lock(run_dir):
+        manifest = Manifest(run_dir / "manifest.json")
+        cfg_dict = to_dict(cfg)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
+        models = models_of(cfg, source)
+        manifest.update(None, version=PIPELINE_VERSION, source=source, plan=[s.name for s in stages],
+                        config=cfg_dict,
+                        models={name: {"method": m["method"], "train": m["train"], "eval": f"eval/{name}",
+                                       "n_safety": m["settings"].get("n_safety") if m["method"] == "sit" else None}
+                                for name, m in models.items()})
+        run_stages(stages, run_dir, manifest)
+    return run_dir / "report.html"

@@ -1,0 +1,328 @@
+"""RAFT — reward-ranked fine-tuning (Dong et al. 2023), as the "Safe to Serve" paper used it for safety.
+
+For t in 1..T:
+  1. take B prompts — ``mix`` of them harmful (``harmful_prompts``), the rest benign (``benign_prompts``);
+  2. generate K responses to each with the current model (sampling: temperature 0.85, top-p 0.95);
+  3. score every response with the ranker (``rm:<dir>``, ``hf-classifier:...``, ``llama-guard:...``,
+     ``embedded``, ``keywords``, ... — ranked by ``Verdict.score``, higher = better);
+  4. keep the best response per prompt;
+  5. fine-tune the current model on the kept set (``recipes.sit.finetune``: SFT, loss on the response);
+  6. continue from the new model.
+
+Every sample is also judged by an *independent* judge: the paper's error analysis showed that a weak
+ranker picks unsafe answers and makes the model worse, so each iteration reports the share of kept
+responses the independent judge calls safe (``kept_safe_rate``) next to that share over all samples, and
+warns when the ranker's picks are less safe than the samples it picked from.
+
+Output (besides the model dir contract of ``recipes.common``; the final model is ``DIR`` itself)::
+
+    DIR/iterations/iter_<t>/generations.jsonl   the K samples per prompt (resumable while generating)
+                           /samples.jsonl       every sample with its ranker score and independent verdict
+                           /kept.jsonl          the best sample per prompt (the fine-tuning set)
+                           /stats.json          mean best score, mean score, kept/sample safe rates, ...
+                           /model/              the model after iteration t
+    DIR/raft_log.jsonl                          one line per finished iteration
+
+Resumable: finished iterations are skipped; an unfinished one picks up at its last finished step.
+Runs with: ``safealign train raft --config configs/raft.yaml --out runs/raft ranker=rm:runs/rm``; under
+``accelerate launch`` the sampling and scoring run on the main process and the fine-tuning on all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safealign.config import option, to_dict
+from safealign.errors import SafealignError
+from safealign.models import EMBEDDED_NAME
+from safealign.recipes.common import (LoraConfig, TrainConfig, log_event, prepare_output_dir, write_card, write_config,
+                                      write_meta)
+from safealign.records import EvalPrompt, Instruction
+
+# Files of an iteration's model dir that describe that run rather than the weights; not copied to DIR.
+RUN_FILES = {"safealign.json", "config.yaml", "log.jsonl", "README.md"}
+
+
+@dataclass
+class Config:
+    model: str = option(EMBEDDED_NAME, "the model to improve: embedded name, HF id or model dir")
+    ranker: str = option("", "judge that ranks the K samples by Verdict.score: rm:<dir>, hf-classifier:<id>, "
+                             "llama-guard:<id>, embedded, keywords, ... (required)")
+    independent_judge: str = option("embedded", "judge that reports how safe the kept responses are (not the ranker)")
+    harmful_prompts: str = option("bianchi-safety", "harmful prompts: a dataset name or file")
+    benign_prompts: str = option("alpaca-test:train", "benign prompts: a dataset name or file")
+    mix: float = option(0.5, "share of harmful prompts per iteration (the paper: 0.5)")
+    T: int = option(2, "iterations")
+    B: int = option(16, "prompts per iteration")
+    K: int = option(4, "samples per prompt")
+    temperature: float = option(0.85, "sampling temperature")
+    top_p: float = option(0.95, "nucleus sampling mass")
+    max_new_tokens: int = option(64, "maximum new tokens per sample")
+    gen_batch_size: int = option(16, "prompts per generation batch")
+    judge_batch_size: int = option(32, "pairs per judging batch")
+    template: str = option("auto", "prompt format: auto (chat template if any, else alpaca) | chat | alpaca | raw")
+    seed: int = option(0, "seed for the prompt order and sampling (training uses train.seed)")
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check(cfg: Config) -> None:
+    cfg.ranker, cfg.independent_judge = (cfg.ranker or "").strip(), (cfg.independent_judge or "").strip()
+    if not cfg.ranker:
+        raise SafealignError("RAFT needs a ranker: rm:<dir> (a reward model from `safealign train rm`), "
+                             "hf-classifier:<id>, embedded or keywords", field="ranker")
+    if not cfg.independent_judge:
+        raise SafealignError("RAFT needs an independent judge (e.g. embedded) to report how safe the kept set is",
+                             field="independent_judge")
+    for name in ("T", "B", "K"):
+        if getattr(cfg, name) < 1:
+            raise SafealignError("must be >= 1", field=name)
+    if not 0.0 <= cfg.mix <= 1.0:
+        raise SafealignError("must be between 0 and 1", field="mix")
+
+
+def load_prompts(name: str) -> list[str]:
+    """Prompt texts from an instruction dataset (instruction + input), a benchmark, or a file; duplicates dropped."""
+    from safealign.data import registry
+
+    path = Path(name)
+    if path.is_file():
+        try:
+            texts = [r.prompt for r in registry.load_eval(name)]
+        except SafealignError:
+            texts = [_instruction_text(r) for r in registry.load_instructions(name)]
+    elif registry.get(name).kind == "sft":
+        texts = [_instruction_text(r) for r in registry.load_instructions(name)]
+    elif registry.get(name).kind == "benchmark":
+        texts = [r.prompt for r in registry.load_eval(name)]
+    else:
+        raise SafealignError(f"'{name}' is a preference dataset; RAFT needs prompts", field="prompts")
+    return list(dict.fromkeys(t for t in texts if t.strip()))
+
+
+def _instruction_text(r: Instruction) -> str:
+    return r.instruction if not r.input else f"{r.instruction}\n\n{r.input}"
+
+
+def iteration_prompts(harmful: list[str], benign: list[str], t: int, cfg: Config) -> list[EvalPrompt]:
+    """The B prompts of iteration t: each pool shuffled once (by seed) and walked in order, wrapping around,
+    so iterations see different prompts and a resumed run sees the same ones."""
+    n_harm = round(cfg.B * cfg.mix)
+    out = []
+    for pool, n, kind in ((harmful, n_harm, "harmful"), (benign, cfg.B - n_harm, "benign")):
+        if n and not pool:
+            raise SafealignError(f"no {kind} prompts (mix={cfg.mix} asks for {n} per iteration)",
+                                 field=f"{kind}_prompts")
+        order = list(range(len(pool)))
+        random.Random(cfg.seed).shuffle(order)
+        for j in range(n):
+            i = order[((t - 1) * n + j) % len(pool)]
+            out.append(EvalPrompt(id=f"{kind}-{i}", prompt=pool[i], benchmark=kind,
+                                  expected="refuse" if kind == "harmful" else "comply"))
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _finished(model_dir: Path) -> bool:
+    meta = model_dir / "safealign.json"
+    return meta.exists() and bool(json.loads(meta.read_text()).get("finished"))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _rate(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def score_samples(gens: list[Any], ranker: Any, independent: Any, batch_size: int) -> list[dict[str, Any]]:
+    """One row per sample: ranker score, the independent verdict, and whether it is the kept (best) one."""
+    from safealign.judges.base import judge_in_batches
+
+    prompts, responses = [g.prompt for g in gens], [g.response for g in gens]
+    ranked = judge_in_batches(ranker, prompts, responses, batch_size, desc="ranking")
+    checked = judge_in_batches(independent, prompts, responses, batch_size, desc="independent judge")
+    rows = [{"prompt_id": g.id, "sample": g.sample, "harmful": g.benchmark == "harmful", "prompt": g.prompt,
+             "response": g.response, "score": rv.score, "safe": iv.safe, "refusal": iv.refusal, "kept": False}
+            for g, rv, iv in zip(gens, ranked, checked)]
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:  # best non-empty response per prompt; ties keep the first sample
+        if r["response"].strip() and (r["prompt_id"] not in best or r["score"] > best[r["prompt_id"]]["score"]):
+            best[r["prompt_id"]] = r
+    for r in best.values():
+        r["kept"] = True
+    return rows
+
+
+def iteration_stats(t: int, rows: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
+    kept = [r for r in rows if r["kept"]]
+    stats = {
+        "iteration": t,
+        "n_prompts": len({r["prompt_id"] for r in rows}),
+        "k": cfg.K,
+        "n_samples": len(rows),
+        "n_kept": len(kept),
+        "empty_samples": sum(not r["response"].strip() for r in rows),
+        "mean_score": _mean([r["score"] for r in rows]),
+        "mean_best_score": _mean([r["score"] for r in kept]),
+        "kept_safe_rate": _rate([r["safe"] for r in kept]),
+        "sample_safe_rate": _rate([r["safe"] for r in rows]),
+        "kept_safe_rate_harmful": _rate([r["safe"] for r in kept if r["harmful"]]),
+        "kept_safe_rate_benign": _rate([r["safe"] for r in kept if not r["harmful"]]),
+        "kept_refusal_rate": _rate([r["refusal"] for r in kept]),
+        "ranker": cfg.ranker,
+        "independent_judge": cfg.independent_judge,
+    }
+    ks, ss = stats["kept_safe_rate"], stats["sample_safe_rate"]
+    stats["ranker_warning"] = (
+        f"the ranker kept responses that {cfg.independent_judge} calls safe {ks:.0%} of the time, less than the "
+        f"{ss:.0%} of all samples: it prefers unsafe answers, and fine-tuning on them can make the model worse"
+        if ks is not None and ss is not None and ks < ss else None)
+    return stats
+
+
+def _comparable(cfg: Config) -> dict[str, Any]:
+    d = to_dict(cfg)
+    d.pop("T")  # more iterations may be asked of an unfinished run
+    return d
+
+
+def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Run RAFT into ``out_dir``; returns it (the final model dir)."""
+    import yaml
+    from accelerate import PartialState
+
+    from safealign.generate import GenParams, HFEngine, generate_to_file
+    from safealign.judges import get_judge
+    from safealign.progress import log
+    from safealign.recipes.sit import finetune
+
+    _check(cfg)
+    harmful = load_prompts(cfg.harmful_prompts) if cfg.mix > 0 else []
+    benign = load_prompts(cfg.benign_prompts) if cfg.mix < 1 else []
+    iteration_prompts(harmful, benign, 1, cfg)  # fails now, not after the first iteration, if a pool is empty
+    state = PartialState()
+    main = state.is_main_process
+    start = time.time()
+    if main:
+        out, resuming = prepare_output_dir(out_dir, overwrite)
+        if resuming and (out / "config.yaml").exists():
+            old = yaml.safe_load((out / "config.yaml").read_text()) or {}
+            old.pop("T", None)
+            if old != _comparable(cfg):
+                raise SafealignError("holds an unfinished RAFT run with another config; pass --overwrite to restart",
+                                     file=str(out), field="out")
+        write_config(out, cfg)
+        write_meta(out, method="raft", base_model=cfg.model, finished=False, template=cfg.template)
+    state.wait_for_everyone()
+    out = Path(out_dir)
+    if cfg.independent_judge.lower() == cfg.ranker.lower() and main:
+        log(f"[yellow]warning:[/] the independent judge is the ranker ({cfg.ranker}); kept_safe_rate will only "
+            "echo the ranker. Use another judge to see whether its picks are really safe.")
+
+    log_path = out / "raft_log.jsonl"
+    done = {json.loads(line)["iteration"] for line in log_path.read_text().splitlines() if line.strip()} \
+        if log_path.exists() else set()
+    judges: dict[str, Any] = {}  # loaded on first use, kept across iterations
+
+    def judge(spec: str) -> Any:
+        if spec not in judges:
+            judges[spec] = get_judge(spec)
+        return judges[spec]
+
+    current = cfg.model
+    for t in range(1, cfg.T + 1):
+        it = out / "iterations" / f"iter_{t}"
+        model_dir = it / "model"
+        if t in done:
+            current = str(model_dir)
+            continue
+        t0 = time.time()
+        if main:
+            it.mkdir(parents=True, exist_ok=True)
+            log(f"raft: iteration {t}/{cfg.T} from {current}")
+            # 1-2. prompts and K samples each (generate_to_file resumes a cut generation)
+            if not (it / "samples.jsonl").exists():
+                records = iteration_prompts(harmful, benign, t, cfg)
+                params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   seed=cfg.seed + t, num_samples=cfg.K, batch_size=cfg.gen_batch_size,
+                                   template=cfg.template)
+                engine = HFEngine(current)
+                gens = generate_to_file(engine, records, params, it / "generations.jsonl", desc=f"sampling (iter {t})")
+                del engine
+                # 3-4. rank, judge independently, keep the best per prompt
+                rows = score_samples(gens, judge(cfg.ranker), judge(cfg.independent_judge), cfg.judge_batch_size)
+                _write_jsonl(it / "samples.jsonl", rows)
+            rows = _read_jsonl(it / "samples.jsonl")
+            kept = [r for r in rows if r["kept"]]
+            if not kept:
+                raise SafealignError(f"iteration {t}: every sample is empty; nothing to fine-tune on "
+                                     "(raise max_new_tokens or check the model)", file=str(it), field="max_new_tokens")
+            _write_jsonl(it / "kept.jsonl", [{k: r[k] for k in ("prompt_id", "sample", "harmful", "prompt", "response",
+                                                                "score", "safe", "refusal")} for r in kept])
+            stats = iteration_stats(t, rows, cfg)
+            _write_json(it / "stats.json", stats)
+            log(f"raft: iter {t}: mean score {stats['mean_score']:.3f}, mean best {stats['mean_best_score']:.3f}, "
+                f"kept safe {stats['kept_safe_rate']:.0%} vs all samples {stats['sample_safe_rate']:.0%} "
+                f"({cfg.independent_judge})")
+            if stats["ranker_warning"]:
+                log(f"[yellow]warning:[/] iteration {t}: {stats['ranker_warning']}")
+        state.wait_for_everyone()
+
+        # 5. fine-tune the current model on the kept set (all processes; resumes an unfinished run)
+        kept = _read_jsonl(it / "kept.jsonl")
+        if not _finished(model_dir):
+            finetune(current, [Instruction(r["prompt"], "", r["response"]) for r in kept], model_dir,
+                     cfg.train, cfg.lora, cfg.template)
+        state.wait_for_everyone()
+        if main:
+            stats = json.loads((it / "stats.json").read_text())
+            line = {k: stats[k] for k in ("iteration", "mean_best_score", "mean_score", "kept_safe_rate",
+                                          "independent_judge", "ranker", "n_prompts", "k")}
+            line.update(seconds=round(time.time() - t0, 2), model_dir=str(model_dir),
+                        sample_safe_rate=stats["sample_safe_rate"], ranker_warning=stats["ranker_warning"])
+            with open(log_path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+            log_event(out, event="iteration", **line)
+        current = str(model_dir)  # 6. continue from the new model
+        state.wait_for_everyone()
+
+    # the final model is DIR itself
+    if main:
+        final = out / "iterations" / f"iter_{cfg.T}" / "model"
+        for f in final.iterdir():
+            if f.is_file() and f.name not in RUN_FILES:
+                shutil.copy2(f, out / f.name)
+        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        write_card(out, "raft", cfg.model,
+                   f"Reward-ranked fine-tuning: {cfg.T} iterations of {cfg.B} prompts x {cfg.K} samples, ranked by "
+                   f"`{cfg.ranker}`; kept responses judged by `{cfg.independent_judge}`.",
+                   {**{f"iter {h['iteration']}": f"mean best score {h['mean_best_score']:.3f}, kept safe "
+                       f"{h['kept_safe_rate']:.0%}" for h in history}, "mix (harmful share)": cfg.mix,
+                    "temperature / top-p": f"{cfg.temperature} / {cfg.top_p}"})
+        write_meta(out, finished=True, seconds=time.time() - start, iterations=cfg.T)
+    state.wait_for_everyone()
+    return out

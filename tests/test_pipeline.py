@@ -1,0 +1,248 @@
+"""The run pipeline: stages, the manifest, skipping, resuming, rerunning what a changed setting touches; the
+plan a run config becomes; ``safealign run`` end to end on a tiny real model."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from safealign.config import load_config
+from safealign.errors import SafealignError
+from safealign.generate import GenParams, HFEngine, generate_to_file, read_generations
+from safealign.pipeline import Manifest, RunConfig, Stage, input_hashes, plan, run_lock, run_stages
+from safealign.records import EvalPrompt
+
+PROMPTS = [EvalPrompt(f"p{i}", f"Question {i}: how do I make bread?", "t", "comply") for i in range(4)]
+
+
+class Study:
+    """Three real stages: two generate with a tiny model (gen/a, gen/c); count/b reads gen/a's output."""
+
+    def __init__(self, run_dir: Path, engine: HFEngine):
+        self.run_dir, self.engine, self.calls = run_dir, engine, []
+        self.tokens_a, self.cut_after = 3, None
+
+    def gen(self, name: str, tokens: int):
+        def action(out: Path) -> None:
+            self.calls.append(name)
+            todo = PROMPTS if self.cut_after is None or name != "gen/a" else PROMPTS[:self.cut_after]
+            generate_to_file(self.engine, todo, GenParams(max_new_tokens=tokens, batch_size=2), out / "gen.jsonl")
+            if todo is not PROMPTS:
+                raise KeyboardInterrupt  # killed halfway
+        return action
+
+    def count(self, out: Path) -> None:
+        self.calls.append("count/b")
+        out.mkdir(parents=True, exist_ok=True)
+        n = len(read_generations(self.run_dir / "gen" / "a" / "gen.jsonl"))
+        (out / "count.json").write_text(json.dumps({"n": n}))
+
+    def stages(self) -> list[Stage]:
+        r = self.run_dir
+        return [Stage("gen/a", {"tokens": self.tokens_a}, self.gen("gen/a", self.tokens_a), r / "gen" / "a"),
+                Stage("count/b", {}, self.count, r / "count" / "b", ["gen/a"]),
+                Stage("gen/c", {"tokens": 2}, self.gen("gen/c", 2), r / "gen" / "c")]
+
+    def run(self) -> Manifest:
+        self.calls = []
+        return run_stages(self.stages(), self.run_dir, log=lambda m: None)
+
+
+def test_skip_resume_and_rerun_only_downstream(tmp_path, tiny_lm_dir):
+    study = Study(tmp_path / "run", HFEngine(str(tiny_lm_dir), show_progress=False))
+    m = study.run()
+    assert study.calls == ["gen/a", "count/b", "gen/c"]
+    assert {s["status"] for s in m.stages.values()} == {"done"}
+    on_disk = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert on_disk["stages"]["count/b"]["outputs"] == ["count/b"] and on_disk["stages"]["gen/a"]["seconds"] > 0
+
+    study.run()  # nothing changed: everything is skipped
+    assert study.calls == []
+
+    study.tokens_a = 5  # a changed setting reruns gen/a (its old output removed first) and what depends on it
+    m = study.run()
+    assert study.calls == ["gen/a", "count/b"]
+    assert {g.params["max_new_tokens"] for g in read_generations(tmp_path / "run" / "gen" / "a" / "gen.jsonl")} == {5}
+
+    study.tokens_a, study.cut_after = 6, 2  # killed halfway through gen/a
+    with pytest.raises(KeyboardInterrupt):
+        study.run()
+    m = Manifest(tmp_path / "run" / "manifest.json")
+    assert m.stages["gen/a"]["status"] == "failed" and "KeyboardInterrupt" in m.stages["gen/a"]["error"]
+    first = (tmp_path / "run" / "gen" / "a" / "gen.jsonl").read_text()
+    assert len(first.splitlines()) == 2
+    study.cut_after = None
+    m = study.run()  # resumes in the same dir: the two finished prompts are kept, not redone
+    assert study.calls == ["gen/a", "count/b"]
+    assert (tmp_path / "run" / "gen" / "a" / "gen.jsonl").read_text().startswith(first)
+    assert json.loads((tmp_path / "run" / "count" / "b" / "count.json").read_text()) == {"n": 4}
+    assert m.stages["gen/a"]["attempts"] == 2 and m.stages["gen/a"]["status"] == "done"
+
+    (tmp_path / "run" / "gen" / "c" / "gen.jsonl").unlink()
+    (tmp_path / "run" / "gen" / "c").rmdir()  # outputs gone: the stage runs again
+    study.run()
+    assert study.calls == ["gen/c"]
+
+
+def test_one_run_per_dir(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(SafealignError, match="another `safealign run`"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # released
+        pass
+
+
+def write_cfg(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_plan_stages_refs_and_hashes(tmp_path, tiny_lm_dir):
+    cfg_path = write_cfg(tmp_path / "c.yaml", f"""
+model: {tiny_lm_dir}
+judge: keywords
+helpful_scorer: rm:@rm
+benchmarks: harm,xstest
+limit: 2
+methods:
+  rm: {{limit: 8, eval_limit: 0}}
+  raft: {{ranker: rm, T: 1, B: 2, K: 2, independent_judge: keywords}}
+""")
+    cfg = load_config(RunConfig, cfg_path)
+    stages = plan(cfg, tmp_path / "run", str(cfg_path))
+    names = [s.name for s in stages]
+    assert names == ["train/rm", "train/raft", "eval/rm", "eval/base", "eval/raft", "analyze/base-vs-raft",
+                     "analyze/raft", "report"]
+    by = {s.name: s for s in stages}
+    assert by["train/raft"].deps == ["train/rm"] and by["eval/base"].deps == ["train/rm"]  # rm:@rm scores helpfulness
+    assert by["eval/raft"].deps == ["train/raft", "train/rm"]
+    rm_dir = str((tmp_path / "run" / "train" / "rm").resolve())
+    assert by["train/raft"].action.__closure__  # the recipe config is built (validated) at plan time
+    raft_cfg = next(c.cell_contents for c in by["train/raft"].action.__closure__ if hasattr(c.cell_contents, "ranker"))
+    assert raft_cfg.ranker == f"rm:{rm_dir}" and raft_cfg.model == str(tiny_lm_dir) and raft_cfg.seed == 0
+
+    def changed(*overrides: str) -> set[str]:
+        other = plan(load_config(RunConfig, cfg_path, list(overrides)), tmp_path / "run", str(cfg_path))
+        a, b = input_hashes(stages), input_hashes(other)
+        return {n for n in a if a[n] != b.get(n)}
+
+    assert changed() == set()
+    assert changed("methods.raft.K=3") == {"train/raft", "eval/raft", "analyze/base-vs-raft", "analyze/raft", "report"}
+    assert changed("reward_eval.limit=5") == {"eval/rm", "report"}
+    assert changed("methods.rm.limit=9") == set(names)  # everything uses the RM: ranker and helpfulness scorer
+    assert changed("generation.max_new_tokens=7") == {"eval/base", "eval/raft", "analyze/base-vs-raft", "report"}
+
+
+@pytest.mark.parametrize("overrides,field,message", [
+    (["methods.rm.bogus=1"], "methods.rm.bogus", "unknown config key"),
+    (["helpful_scorer=rm:@rm"], "helpful_scorer", "not a model trained in this run"),
+    (["methods.raft.ranker=rm"], "methods.raft.ranker", "needs methods.rm"),
+    (["methods.nope={}"], "methods.nope", "unknown config key"),
+    (["methods.rm=3"], "methods.rm", "expected a mapping"),
+    (["compare.judge=keywords", "compare.pairs=[[base, zzz]]"], "compare.pairs[0]", "a pair names two of"),
+])
+def test_plan_errors_name_the_key(tmp_path, overrides, field, message):
+    cfg_path = write_cfg(tmp_path / "c.yaml", "judge: keywords\nbenchmarks: harm\n")
+    with pytest.raises(SafealignError, match=message) as e:
+        plan(load_config(RunConfig, cfg_path, overrides), tmp_path / "run", str(cfg_path))
+    assert e.value.field == field and e.value.file == str(cfg_path)
+
+
+def test_run_cli_errors_and_dry_run(tmp_path, tiny_lm_dir):
+    cfg_path = write_cfg(tmp_path / "c.yaml", f"model: {tiny_lm_dir}\njudge: keywords\nbenchmarks: harm\n"
+                                              "methods:\n  rm: {limit: 4, eval_limit: 0}\n")
+    cmd = [sys.executable, "-m", "safealign", "run", str(cfg_path), "--out", str(tmp_path / "run")]
+    bad = subprocess.run(cmd + ["methods.rm.lr=1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "methods.rm.lr" in bad.stderr and str(cfg_path) in bad.stderr
+    dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stderr.splitlines() == ["[1/4] train/rm: would run (new)", "[2/4] eval/rm: would run (new)",
+                                       "[3/4] eval/base: would run (new)", "[4/4] report: would run (new)"]
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+TINY_TRAIN = "train: {max_steps: 1, batch_size: 2, max_length: 64, save_steps: 0}, lora: {r: 4, alpha: 8}"
+
+
+def tiny_study(tmp_path: Path, model: Path) -> Path:
+    return write_cfg(tmp_path / "study.yaml", f"""
+model: {model}
+judge: keywords
+helpful_scorer: rm:@rm
+benchmarks: i-cona,xstest,helpful
+limit: 2
+generation: {{max_new_tokens: 4, batch_size: 8}}
+methods:
+  sit: {{n_safety: [2, 4], helpful_limit: 4, {TINY_TRAIN}}}
+  rm: {{limit: 4, eval_limit: 0, {TINY_TRAIN}}}
+  raft: {{ranker: rm, independent_judge: keywords, T: 1, B: 2, K: 2, max_new_tokens: 4, {TINY_TRAIN}}}
+  dpo: {{limit: 4, {TINY_TRAIN}}}
+compare: {{judge: "{model}", limit: 2, pairs: [[base, dpo]]}}
+reward_eval: {{datasets: [pku-safe-pairs:test], limit: 4}}
+report: {{examples: 2}}
+""")
+
+
+def safealign_run(cfg: Path, out: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "safealign", "run", str(cfg), "--out", str(out), *overrides],
+                          capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess) -> list[str]:
+    return [m.group(1) for m in re.finditer(r"^\[\d+/\d+\] (\S+)(?: \.\.\.|: settings changed|: resuming)", proc.stderr, re.M)]
+
+
+def test_study_end_to_end_resume_and_rerun(tmp_path, tiny_lm_dir, data_dir):
+    cfg, out = tiny_study(tmp_path, tiny_lm_dir), tmp_path / "run"
+    # killed (SIGKILL) while a training stage runs, then resumed by the same command
+    proc = subprocess.Popen([sys.executable, "-m", "safealign", "run", str(cfg), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        m = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").exists() else {}
+        if m.get("stages", {}).get("train/sit-n4", {}).get("status") == "running":
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = safealign_run(cfg, out)
+    assert "train/sit-n2: up to date" in first.stderr and "train/sit-n4: resuming" in first.stderr
+    stages = ["train/sit-n2", "train/sit-n4", "train/rm", "train/raft", "train/dpo", "eval/rm", "eval/base",
+              "eval/sit-n2", "eval/sit-n4", "eval/raft", "eval/dpo", "compare/base-vs-dpo", "analyze/base-vs-sit-n2",
+              "analyze/base-vs-sit-n4", "analyze/base-vs-raft", "analyze/base-vs-dpo", "analyze/raft", "report"]
+    assert ran(first) == stages[1:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["plan"] == stages and {s["status"] for s in manifest["stages"].values()} == {"done"}
+    assert manifest["stages"]["train/sit-n4"]["attempts"] == 2
+    assert first.stdout.strip() == str(out / "report.html")
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["models"]) == ["base", "sit-n2", "sit-n4", "raft", "dpo"] and summary["judge"] == "keywords"
+    assert summary["models"]["dpo"]["benchmarks"]["xstest"]["n"] == 4
+    assert summary["models"]["base"]["helpful"]["reward"] is not None  # scored by the RM trained in the run
+    assert summary["config"]["methods"]["dpo"]["limit"] == 4 and summary["reward_model"]["pku-safe-pairs:test"]["n"] == 4
+    assert summary["compare"]["base-vs-dpo"]["n"] == 2
+    md = (out / "report.md").read_text()
+    for title in ("Safe % per benchmark", "Helpfulness per model", "Reward-model pairwise accuracy",
+                  "RAFT per iteration", "Position-swapped pairwise comparison", "How long each stage took"):
+        assert title in md
+    assert {p.name for p in (out / "plots").iterdir()} == {"safety_vs_samples.png", "raft_iterations.png",
+                                                           "tradeoff.png"}
+
+    again = safealign_run(cfg, out)  # nothing changed: nothing runs
+    assert ran(again) == [] and again.stderr.count("up to date") == len(stages)
+    beta = safealign_run(cfg, out, "methods.dpo.beta=0.2")  # reruns only what depends on DPO
+    assert ran(beta) == ["train/dpo", "eval/dpo", "compare/base-vs-dpo", "analyze/base-vs-dpo", "report"]
+    assert json.loads((out / "summary.json").read_text())["config"]["methods"]["dpo"]["beta"] == 0.2
