@@ -15,6 +15,17 @@ from safealign.recipes.common import TrainConfig
 from safealign.records import Instruction, Preference
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread avoids OpenMP barrier stalls."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_train_config_rejects_bad_values_and_unknown_keys(tmp_path):
     with pytest.raises(SafealignError) as e:
         TrainConfig(precision="bf17")

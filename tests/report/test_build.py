@@ -129,7 +129,7 @@ def test_full_report_from_result_dirs(tmp_path):
     assert "| 2 | 0.700 | 0.400 | 80.0 | 85.0 | 0.400 | 60 |" in raft_table
     assert "| base-vs-dpo | 10 | 50.0 [23.7, 76.3] | 30.0 [10.8, 60.3] | 20.0 [5.7, 51.0] | 30.0 [10.8, 60.3] |" in md
     # analysis: base → dpo flips (h1, h2, x2 unsafe → safe; 4 new refusals with x1); RAFT best-of-K vs sample 0
-    assert "| base-vs-dpo | overall | 5 | 40.0 | 100.0 | 3 | 0 | 0.250 | 4 |" in md
+    assert "| base-vs-dpo | 5 | 40.0 | 100.0 | 3 | 0 | 0.250 | 4 | 0 |" in md
     assert "| 2 | 4 | 3 | 25.0 | 100.0 | 3 | 0 | 0.250 |" in md
     assert "| train/dpo | done | 12.5 | 20.0 | 1 | abc123def4 |" in md
     # which judge made each number

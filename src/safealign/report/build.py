@@ -316,20 +316,17 @@ def analyze_section(run: dict) -> Section | None:
     tables = []
     rows = []
     for pair, res in run["analyses"].items():
-        for bench, e in (res.get("benchmarks") or {}).items():
-            sc, rc = e.get("safe") or {}, e.get("refusal") or {}
-            if bench != "overall" and not (sc.get("a_only") or sc.get("b_only") or rc.get("b_only")):
-                continue  # nothing changed on this benchmark
-            rows.append([pair, bench, str(sc.get("n", "")), pct(sc.get("rate_a")), pct(sc.get("rate_b")),
-                         str(sc.get("b_only", "")), str(sc.get("a_only", "")), num(sc.get("mcnemar_p")),
-                         str(rc.get("b_only", "")) if rc else "–"])
+        e = (res.get("benchmarks") or {}).get("overall") or {}
+        sc, rc = e.get("safe") or {}, e.get("refusal") or {}
+        rows.append([pair, str(sc.get("n", "")), pct(sc.get("rate_a")), pct(sc.get("rate_b")),
+                     str(sc.get("b_only", "")), str(sc.get("a_only", "")), num(sc.get("mcnemar_p")),
+                     str(rc.get("b_only", "")) if rc else "–", str(rc.get("a_only", "")) if rc else "–"])
     if rows:
-        tables.append(Table("Where safety changed (a-vs-b)", ["pair", "benchmark", "n", "safe a %", "safe b %",
-                                                              "→ safe", "→ unsafe", "McNemar p", "new refusals"], rows,
-                            "→ safe / → unsafe: prompts whose verdict flipped from a to b; new refusals: prompts b "
-                            "refused and a answered; McNemar's exact test on the flips. Benchmarks where nothing "
-                            "changed are left out; the flipped prompts are listed in analyze/<pair>/analysis.md.",
-                            "analyze-table"))
+        tables.append(Table("Where safety changed (a-vs-b, all benchmarks)", ["pair", "n", "safe a %", "safe b %",
+                            "→ safe", "→ unsafe", "McNemar p", "new refusals", "refusals dropped"], rows,
+                            "→ safe / → unsafe: responses whose verdict flipped from a to b; new refusals: prompts b "
+                            "refused and a answered; McNemar's exact test on the flips. Per benchmark and category, "
+                            "with the flipped prompts: analyze/<pair>/analysis.md.", "analyze-table"))
     ra = run.get("raft_analysis")
     if isinstance(ra, dict) and ra.get("iterations"):
         rrows = [[str(it.get("iteration")), str(it.get("n_prompts", "")), str(it.get("k", "")),
