@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,11 @@ def test_skip_resume_and_rerun_only_downstream(tmp_path, tiny_lm_dir):
     (tmp_path / "run" / "gen" / "c").rmdir()  # outputs gone: the stage runs again
     study.run()
     assert study.calls == ["gen/c"]
+    shutil.rmtree(tmp_path / "run" / "gen" / "a")  # redone with the same settings: what used it is redone too
+    study.run()
+    assert study.calls == ["gen/a", "count/b"]
+    study.run()
+    assert study.calls == []
 
 
 def test_one_run_per_dir(tmp_path):
@@ -243,6 +249,15 @@ def test_study_end_to_end_resume_and_rerun(tmp_path, tiny_lm_dir, data_dir):
 
     again = safealign_run(cfg, out)  # nothing changed: nothing runs
     assert ran(again) == [] and again.stderr.count("up to date") == len(stages)
-    beta = safealign_run(cfg, out, "methods.dpo.beta=0.2")  # reruns only what depends on DPO
-    assert ran(beta) == ["train/dpo", "eval/dpo", "compare/base-vs-dpo", "analyze/base-vs-dpo", "report"]
+    # a stage failing in a child process (jobs=2): one error line naming the stage and its log; the rest is kept
+    bad = safealign_run(cfg, out, "methods.dpo.data=" + str(tmp_path / "missing.jsonl"), "jobs=2", check=False)
+    assert bad.returncode == 2 and "stage train/dpo failed" in bad.stderr and "logs/train/dpo.log" in bad.stderr
+    assert "train/sit-n2: up to date" in bad.stderr
+    # changing DPO's beta reruns only what depends on DPO (jobs changes no result, so no hash); 2 stages at once
+    beta = safealign_run(cfg, out, "methods.dpo.beta=0.2", "jobs=2")
+    assert sorted(ran(beta)) == sorted(["train/dpo", "eval/dpo", "compare/base-vs-dpo", "analyze/base-vs-dpo",
+                                        "report"])
+    assert (out / "logs" / "eval" / "dpo.log").exists() and "up to 2 at once" in beta.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["eval/dpo"]["cpu_seconds"] > 0 and manifest["stages"]["train/dpo"]["status"] == "done"
     assert json.loads((out / "summary.json").read_text())["config"]["methods"]["dpo"]["beta"] == 0.2

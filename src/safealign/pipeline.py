@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -98,6 +99,8 @@ class RunConfig:
     analyze: bool = option(True, "write confusion tables / flips for base vs every method, and RAFT's iterations")
     reward_eval: RewardEval = field(default_factory=RewardEval, metadata={"help": "reward-model accuracy"})
     report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "report settings"})
+    jobs: int = option(1, "stages run at once, each in its own process with cores/jobs threads (on a small CPU, 2 "
+                          "finishes a run sooner than 1 process using both cores); logs go to DIR/logs/")
 
 
 @dataclass
@@ -119,7 +122,8 @@ class Manifest:
         {"version", "source" (the config file), "config" (resolved), "plan": [stage, ...] (this run's, in order),
          "models": {name: {"method", "train" (stage or null), "eval" (stage), "n_safety"}},
          "stages": {stage: {"input_hash", "status": running|failed|done, "outputs": [paths in DIR], "seconds",
-                            "cpu_seconds", "attempts", "started", "finished", "error"}}}
+                            "cpu_seconds", "attempts", "started", "finished", "error",
+                            "inputs": {dependency: its "finished" when this stage started}}}}
     """
 
     def __init__(self, path: Path):
@@ -193,15 +197,20 @@ def _log(message: str) -> None:
 
 
 def stage_state(stages: list[Stage], manifest: Manifest) -> dict[str, str]:
-    """For each stage: ``done`` (skip), ``resume`` (cut before the end, same inputs), ``changed`` or ``new``."""
+    """For each stage: ``done`` (skip it), ``resume`` (cut before the end, same inputs: continue in place),
+    ``changed`` (its settings changed), ``stale`` (a stage it depends on is redone, or was redone after it) or
+    ``new``; changed and stale stages start over."""
     hashes = input_hashes(stages)
-    state = {}
+    state: dict[str, str] = {}
     for st in stages:
         rec = manifest.stages.get(st.name)
         if rec is None:
             state[st.name] = "new"
         elif rec.get("input_hash") != hashes[st.name]:
             state[st.name] = "changed"
+        elif any(state[d] != "done" or (rec.get("inputs") or {}).get(d) != manifest.stages[d].get("finished")
+                 for d in st.deps):
+            state[st.name] = "stale"
         elif rec.get("status") == "done" and st.out.exists():
             state[st.name] = "done"
         else:
@@ -210,42 +219,133 @@ def stage_state(stages: list[Stage], manifest: Manifest) -> dict[str, str]:
 
 
 def run_stages(stages: list[Stage], run_dir: Path, manifest: Manifest | None = None,
-               log: Callable[[str], None] = _log) -> Manifest:
-    """Run ``stages`` in order, skipping the finished ones whose input hash is unchanged."""
+               log: Callable[[str], None] = _log, jobs: int = 1,
+               spawn: Callable[[Stage, Path], subprocess.Popen] | None = None) -> Manifest:
+    """Run ``stages``, skipping the finished ones whose input hash is unchanged.
+
+    ``jobs`` > 1 (with ``spawn``, which starts one stage in a child process writing to the given log file) runs up
+    to ``jobs`` stages at once as soon as the stages they depend on are done; otherwise they run here, in order.
+    """
     manifest = manifest or Manifest(run_dir / "manifest.json")
     hashes = input_hashes(stages)
     state = stage_state(stages, manifest)
+    number = {st.name: i for i, st in enumerate(stages, 1)}
     t_run = time.time()
-    for i, st in enumerate(stages, 1):
-        head = f"[{i}/{len(stages)}] {st.name}"
-        if state[st.name] == "done":
-            log(f"{head}: up to date ({manifest.stages[st.name].get('seconds', 0):.1f} s before), skipped")
-            continue
-        rec = manifest.stages.get(st.name, {})
-        if state[st.name] == "changed":
-            log(f"{head}: settings changed, redoing it")
+
+    def head(st: Stage) -> str:
+        return f"[{number[st.name]}/{len(stages)}] {st.name}"
+
+    def begin(st: Stage) -> dict[str, Any]:
+        rec = dict(manifest.stages.get(st.name, {}))
+        if state[st.name] in ("changed", "stale"):
+            log(f"{head(st)}: " + ("settings changed" if state[st.name] == "changed" else "an input was redone")
+                + ", redoing it")
             _remove(st.out, run_dir)
             rec = {}
         elif state[st.name] == "resume":
-            log(f"{head}: resuming")
+            log(f"{head(st)}: resuming")
         else:
-            log(f"{head} ...")
-        before = float(rec.get("seconds", 0.0))
-        manifest.update(st.name, input_hash=hashes[st.name], status="running", started=time.time(),
-                        outputs=[_rel(st.out, run_dir)], seconds=before, attempts=int(rec.get("attempts", 0)) + 1)
-        t0, c0 = time.time(), _cpu_seconds()
-        try:
-            st.action(st.out)
-        except BaseException as e:
-            manifest.update(st.name, status="failed", seconds=before + time.time() - t0,
-                            error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            raise
-        seconds = before + time.time() - t0
-        manifest.update(st.name, status="done", finished=time.time(), seconds=seconds, error=None,
-                        cpu_seconds=float(rec.get("cpu_seconds", 0.0)) + _cpu_seconds() - c0)
-        log(f"{head}: done in {_fmt_seconds(time.time() - t0)}")
+            log(f"{head(st)} ...")
+        manifest.update(st.name, input_hash=hashes[st.name], status="running", started=time.time(), error=None,
+                        outputs=[_rel(st.out, run_dir)], seconds=float(rec.get("seconds", 0.0)),
+                        attempts=int(rec.get("attempts", 0)) + 1,
+                        inputs={d: manifest.stages[d].get("finished") for d in st.deps})
+        return rec
+
+    def end(st: Stage, rec: dict[str, Any], t0: float, cpu: float, error: str | None = None) -> None:
+        fields: dict[str, Any] = {"seconds": float(rec.get("seconds", 0.0)) + time.time() - t0}
+        if error is None:
+            fields.update(status="done", finished=time.time(), cpu_seconds=float(rec.get("cpu_seconds", 0.0)) + cpu)
+            log(f"{head(st)}: done in {_fmt_seconds(time.time() - t0)}")
+        else:
+            fields.update(status="failed", error=error)
+        manifest.update(st.name, **fields)
+
+    done = set()
+    for st in stages:
+        if state[st.name] == "done":
+            log(f"{head(st)}: up to date ({manifest.stages[st.name].get('seconds', 0):.1f} s before), skipped")
+            done.add(st.name)
+    todo = [st for st in stages if st.name not in done]
+
+    if jobs <= 1 or spawn is None:
+        for st in todo:
+            rec, t0, c0 = begin(st), time.time(), _cpu_seconds()
+            try:
+                st.action(st.out)
+            except BaseException as e:
+                end(st, rec, t0, 0.0, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                raise
+            end(st, rec, t0, _cpu_seconds() - c0)
+    else:
+        _run_parallel(todo, done, run_dir, jobs, spawn, begin, end, log)
     log(f"all {len(stages)} stages finished; this run took {_fmt_seconds(time.time() - t_run)}")
     return manifest
+
+
+def stage_log(run_dir: Path, name: str) -> Path:
+    return run_dir / "logs" / f"{name}.log"
+
+
+def _run_parallel(todo: list[Stage], done: set[str], run_dir: Path, jobs: int,
+                  spawn: Callable[[Stage, Path], subprocess.Popen], begin: Callable, end: Callable,
+                  log: Callable[[str], None]) -> None:
+    """Up to ``jobs`` child processes at once; a stage starts when every stage it depends on is done."""
+    running: dict[int, tuple[Stage, dict[str, Any], float, subprocess.Popen]] = {}
+    failure: str | None = None
+    last_beat = time.time()
+    try:
+        while todo or running:
+            if failure is None:
+                for st in list(todo):
+                    if len(running) >= jobs:
+                        break
+                    if all(d in done for d in st.deps):
+                        todo.remove(st)
+                        rec = begin(st)
+                        path = stage_log(run_dir, st.name)
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        proc = spawn(st, path)
+                        running[proc.pid] = (st, rec, time.time(), proc)
+            if not running:
+                break  # what is left waits on a failed stage
+            time.sleep(0.2)
+            for pid in list(running):
+                got, status, usage = os.wait4(pid, os.WNOHANG)
+                if got == 0:
+                    continue
+                st, rec, t0, proc = running.pop(pid)
+                proc.returncode = code = os.waitstatus_to_exitcode(status)
+                if code == 0:
+                    end(st, rec, t0, usage.ru_utime + usage.ru_stime)
+                    done.add(st.name)
+                    continue
+                last = _last_line(stage_log(run_dir, st.name))
+                end(st, rec, t0, 0.0, f"exit {code}: {last}")
+                failure = failure or f"stage {st.name} failed ({last}); its log: {stage_log(run_dir, st.name)}"
+                for other in list(running):  # stop the others; a rerun resumes them
+                    running[other][3].terminate()
+            if running and time.time() - last_beat > 60:
+                last_beat = time.time()
+                log("  running: " + ", ".join(f"{st.name} ({_fmt_seconds(time.time() - t0)})"
+                                              for st, _, t0, _ in running.values()))
+    except BaseException:
+        for st, rec, t0, proc in running.values():
+            proc.terminate()
+        for st, rec, t0, proc in running.values():
+            proc.wait()
+            end(st, rec, t0, 0.0, "interrupted")
+        raise
+    if failure:
+        raise SafealignError(failure)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][:300] if lines else "no output"
 
 
 def _cpu_seconds() -> float:
@@ -573,6 +673,8 @@ def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: 
     """Run (or resume) the study described by ``cfg`` into ``out_dir``; returns the report's path."""
     run_dir = Path(out_dir)
     stages = plan(cfg, run_dir, source)  # validates everything before any work
+    if cfg.jobs < 1:
+        raise SafealignError("must be >= 1", file=source, field="jobs")
     if dry_run:
         manifest = Manifest(run_dir / "manifest.json")
         state = stage_state(stages, manifest)
@@ -589,5 +691,55 @@ def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: 
                         models={name: {"method": m["method"], "train": m["train"], "eval": f"eval/{name}",
                                        "n_safety": m["settings"].get("n_safety") if m["method"] == "sit" else None}
                                 for name, m in models.items()})
-        run_stages(stages, run_dir, manifest)
+        hashes = input_hashes(stages)
+        threads = max(1, _cpu_count() // cfg.jobs)
+
+        def spawn(st: Stage, log_path: Path) -> subprocess.Popen:
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            cmd = [sys.executable, "-m", "safealign", "run", "--stage", st.name, "--expect-hash", hashes[st.name],
+                   "--out", str(run_dir)]
+            with open(log_path, "a") as fh:
+                fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+                fh.flush()
+                return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+        if cfg.jobs > 1:
+            _log(f"{len(stages)} stages, up to {cfg.jobs} at once ({threads} thread(s) each); logs in {run_dir / 'logs'}")
+        run_stages(stages, run_dir, manifest, jobs=cfg.jobs, spawn=spawn)
     return run_dir / "report.html"
+
+
+def run_one_stage(run_dir: str | Path, name: str, expect_hash: str | None = None) -> None:
+    """Run stage ``name`` of an existing run dir (its config.yaml), here; what ``jobs`` > 1 starts per stage."""
+    run_dir = Path(run_dir)
+    manifest = Manifest(run_dir / "manifest.json")
+    source = manifest.data.get("source") or str(run_dir / "config.yaml")
+    from safealign.config import load_config
+
+    cfg = load_config(RunConfig, run_dir / "config.yaml")
+    stages = plan(cfg, run_dir, source)
+    by_name = {st.name: st for st in stages}
+    if name not in by_name:
+        raise SafealignError(f"no stage '{name}' in this run (stages: {', '.join(by_name)})", field="stage")
+    if expect_hash and input_hashes(stages)[name] != expect_hash:
+        raise SafealignError(f"the run's config.yaml changed under stage '{name}'", file=str(run_dir), field="stage")
+    by_name[name].action(by_name[name].out)
+
+
+def _die_with_parent() -> None:
+    """In a stage's child process (Linux): get SIGTERM if the run is killed, so no orphan writes on."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="run dir (default: runs/<config name>)")
     p.add_argument("--dry-run", action="store_true", help="print the stages and which would run, run nothing")
     p.add_argument("--help-config", action="store_true", help="list the run config's keys and exit")
+    p.add_argument("--stage", default=None, help="run only this stage of the run in --out (its inputs must be done; "
+                                                 "the manifest is not updated); what jobs > 1 starts per stage")
+    p.add_argument("--expect-hash", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -35,6 +38,13 @@ def run(args: argparse.Namespace) -> int:
 
         for name, default, help_ in describe(RunConfig):
             print(f"{name:<28} {default:<28} {help_}")
+        return 0
+    if args.stage:
+        from safealign.pipeline import run_one_stage
+
+        if not args.out:
+            raise SafealignError("--stage needs --out (the run dir)", field="out")
+        run_one_stage(args.out, args.stage, args.expect_hash)
         return 0
     if not args.config:
         raise SafealignError("name a run config, e.g. `safealign run configs/quickstart.yaml`", field="config")

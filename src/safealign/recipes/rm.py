@@ -171,22 +171,30 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
-def evaluate_judge(judge: Any, datasets: list[str], limit: int | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_judge(judge: Any, datasets: list[str], limit: int | None = None, chunk: int = 32) -> dict[str, dict[str, Any]]:
     """Pairwise accuracy of a loaded ``RewardModelJudge``: chosen scored strictly above rejected (ties count as wrong)."""
     from safealign.data import registry
     from safealign.eval.metrics import wilson
+    from safealign.progress import progress_bar
 
-    results: dict[str, dict[str, Any]] = {}
-    for name in datasets:
-        pairs = registry.load_preferences(name, limit)
+    loaded = {name: registry.load_preferences(name, limit) for name in datasets}
+    for name, pairs in loaded.items():
         if not pairs:
             raise SafealignError("no preference pairs", file=name, field="datasets")
-        prompts = [p.prompt for p in pairs]
-        chosen = judge.scores(prompts, [p.chosen for p in pairs])
-        rejected = judge.scores(prompts, [p.rejected for p in pairs])
-        k = sum(c > r for c, r in zip(chosen, rejected))
-        lo, hi = wilson(k, len(pairs))
-        results[name] = {"n": len(pairs), "accuracy": k / len(pairs), "ci": [lo, hi]}
+    results: dict[str, dict[str, Any]] = {}
+    with progress_bar() as bar:
+        for name, pairs in loaded.items():
+            task = bar.add_task(f"scoring pairs of {name}", total=len(pairs))
+            k = 0
+            for i in range(0, len(pairs), chunk):
+                part = pairs[i:i + chunk]
+                prompts = [p.prompt for p in part]
+                chosen = judge.scores(prompts, [p.chosen for p in part])
+                rejected = judge.scores(prompts, [p.rejected for p in part])
+                k += sum(c > r for c, r in zip(chosen, rejected))
+                bar.advance(task, len(part))
+            lo, hi = wilson(k, len(pairs))
+            results[name] = {"n": len(pairs), "accuracy": k / len(pairs), "ci": [lo, hi]}
     return results
 
 
