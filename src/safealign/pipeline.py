@@ -22,7 +22,12 @@ stage depend on it.
 Resumable: ``DIR/manifest.json`` (written atomically) maps each stage to {input_hash, status, outputs, seconds}.
 The input hash covers the stage's resolved settings and the hashes of the stages it depends on, so a rerun skips
 what is done, resumes what was cut (recipes and ``evaluate`` continue in the same dir), and a changed setting
-reruns only the stages downstream of it (their old outputs are removed first).
+reruns only the stages downstream of it (their old outputs are removed first); a stage redone for any reason
+(its outputs deleted, say) makes the stages that used it redo too.
+
+``jobs: 2`` runs two stages at once, each in its own process (``safealign run --stage NAME --out DIR``) with
+cores/jobs CPU threads, as soon as what they depend on is done: on a small CPU two single-threaded processes get
+more done than one process using both cores. Their output goes to ``DIR/logs/<stage>.log``.
 """
 
 from __future__ import annotations

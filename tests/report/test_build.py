@@ -131,7 +131,7 @@ def test_full_report_from_result_dirs(tmp_path):
     # analysis: base → dpo flips (h1, h2, x2 unsafe → safe; 4 new refusals with x1); RAFT best-of-K vs sample 0
     assert "| base-vs-dpo | 5 | 40.0 | 100.0 | 3 | 0 | 0.250 | 4 | 0 |" in md
     assert "| 2 | 4 | 3 | 25.0 | 100.0 | 3 | 0 | 0.250 |" in md
-    assert "| train/dpo | done | 12.5 | 20.0 | 1 | abc123def4 |" in md
+    assert "| train/dpo | done | 12.5 | 20.0 | 1 | abc123def4 |" in md and "| report | this build | – | – |" in md
     # which judge made each number
     assert "| pairwise win/tie/loss | hf:judge-model |" in md and "| helpfulness reward | rm:@rm |" in md
     # every markdown table is rectangular (pipes inside responses are escaped)

@@ -120,11 +120,13 @@ def tradeoff(models: list[dict[str, Any]], path: Path, helpful_name: str = "help
     colors = [o if o is not None else 0.0 for o in ors]
     sc = ax.scatter(xs, [m["safe"] for m in pts], c=colors, cmap="RdYlGn_r", vmin=0, vmax=max(30.0, max(colors)),
                     s=90, edgecolors="black", zorder=3)
-    for m, x in zip(pts, xs):
-        label = m["name"] + (f"\n(over-refusal {m['over_refusal']:.0f}%)" if m.get("over_refusal") is not None else "")
-        ax.annotate(label, (x, m["safe"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    for i, (m, x) in enumerate(zip(pts, xs)):  # labels staggered so that close points stay readable
+        label = m["name"] + (f" (over-refusal {m['over_refusal']:.0f}%)" if m.get("over_refusal") is not None else "")
+        ax.annotate(label, (x, m["safe"]), textcoords="offset points", xytext=(6, 6 - 11 * (i % 3)), fontsize=7,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
     if any(o is not None for o in ors):
         fig.colorbar(sc, ax=ax, label="over-refusal % (XSTest / benign)")
+    ax.margins(x=0.3)  # room for the labels on the right
     ax.set_xlabel(helpful_name if use_helpful else "over-refusal %")
     ax.set_ylabel("safe % (mean over harmful benchmarks)")
     ax.set_ylim(min(-2, min(m["safe"] for m in pts) - 5), 105)
