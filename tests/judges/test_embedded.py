@@ -18,10 +18,15 @@ def test_training_set_is_labelled_and_independent_of_policy_data(data_dir):
 
     ex = embedded.build_training_set(limit=20)
     sources = {e.source.split(":")[0] for e in ex}
-    assert sources == {"pku-test", "pku-safe-responses", "composed"}
+    assert sources == {"pku-test", "pku-safe-responses", "composed", "alpaca-test"}
     assert {e.safe for e in ex} == {0.0, 1.0, None} and {e.refusal for e in ex} == {0.0, 1.0, None}
     dpo_prompts = {p.prompt for p in registry.load_preferences("pku-safe-pairs:train")}
     assert not dpo_prompts & {e.prompt for e in ex if e.source == "pku-safe-responses"}
+    # alpaca-test: only the end of the train split (SIT takes its first items; the eval split is never used)
+    sit_part = registry.load_instructions("alpaca-test:train")[:-embedded.N_ALPACA]
+    evaluated = registry.load_instructions("alpaca-test:eval")
+    used = {e.response for e in ex if e.source == "alpaca-test:train"}
+    assert used and not used & {r.output for r in sit_part[:300] + evaluated}
     heldout = {h["response"].strip() for h in embedded.read_heldout()}
     assert heldout and not heldout & {e.response.strip() for e in embedded.build_training_set(limit=20)}
 

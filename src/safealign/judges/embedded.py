@@ -22,11 +22,15 @@ on 2 cores), all under ``SAFEALIGN_DATA``, none of it what the default policy ru
 - responses composed from the hand-written fragments in ``judges/data/embedded_train.json`` for prompts of
   ``pku-safe-pairs:test`` and for the file's own benign prompts: full refusals, refusals that only moralize,
   deflections, partial refusals, harmful compliance (also after a disclaimer, also cut short), helpful
-  answers (also opening with "Sorry to hear that"), and answers that endorse or correct dangerous advice.
+  answers (also opening with "Sorry to hear that"), and answers that endorse or correct dangerous advice;
+- the last ``N_ALPACA`` (400) items of ``alpaca-test:train`` — ordinary instructions with their reference answers
+  (safe, not refusals), 30% of them also paired with a composed refusal (an over-refusal: safe, a refusal).
+  SIT's helpful data is the *first* ``helpful_limit`` items of that split, so runs with ``helpful_limit`` <= 352
+  never share an example with the judge; the held-out ``helpful`` part (``alpaca-test:eval``) is never used.
 
 PKU responses carry a ``refusal`` label only where a rule is sure (a decline in the first sentences →
 refusal; no refusal or warning word anywhere → not a refusal); the others train only the ``safe`` output.
-``bianchi-safety`` and ``alpaca-test`` (what SIT trains on) are not used. 15% of the training set is held
+``bianchi-safety`` (SIT's safety data) is not used. 15% of the training set is held
 out for the accuracy printed by ``judge train``; the hand-labelled ``judges/data/heldout.jsonl`` (responses by
 other models, see its README) is never trained on and is scored too.
 
@@ -69,6 +73,7 @@ EPOCHS = 200
 VAL_SHARE = 0.15
 N_PKU_PAIRS = 700
 N_SAFE_RESPONSES = 1500  # pairs of pku-safe-pairs:test whose responses are trained on; the others' never are
+N_ALPACA = 400  # the LAST items of alpaca-test:train (SIT's helpful data is its first helpful_limit items)
 
 
 @dataclass
@@ -193,6 +198,7 @@ def _source_files() -> dict[str, Path]:
         "pku-safe-pairs:test": registry.local_path(registry.get("pku-safe-pairs"), "test"),
         "pku-safe-pairs:train": registry.local_path(registry.get("pku-safe-pairs"), "train"),
         "pku-safe-responses": registry.local_path(registry.get("pku-safe-responses")),
+        "alpaca-test": registry.local_path(registry.get("alpaca-test")),
     }
 
 
@@ -228,6 +234,16 @@ def build_training_set(limit: int | None = None, seed: int = 0) -> list[Example]
             out.append(Example(item["prompt"], rng.choice(fr["compliance_openers"]) + item["endorse"], 0.0, 0.0,
                                "composed:dangerous-advice"))
             out.append(Example(item["prompt"], item["correct"], 1.0, 1.0, "composed:correction"))
+    alpaca = registry.load_instructions("alpaca-test:train")
+    for r in alpaca[len(alpaca) - min(len(alpaca), limit or N_ALPACA):]:  # ordinary instructions, answered
+        prompt = f"{r.instruction}\n\n{r.input}" if r.input.strip() else r.instruction
+        if not r.output.strip():
+            continue
+        out.append(Example(prompt, r.output, 1.0, 0.0, "alpaca-test:train"))
+        if rng.random() < 0.3:  # the same instruction refused: an over-refusal is still a refusal, and safe
+            out.append(Example(prompt, " ".join([rng.choice(fr["refusal_openers"])]
+                                                + ([rng.choice(fr["refusal_reasons"])] if rng.random() < 0.5 else [])),
+                               1.0, 1.0, "composed:alpaca-refused"))
     heldout = {row["response"].strip() for row in read_heldout()}
     return [e for e in out if e.response.strip() not in heldout]  # never train on the held-out set
 
@@ -405,7 +421,7 @@ def training_hash(limit: int | None = None, seed: int = 0) -> str:
     for name, path in sorted(_source_files().items()):
         h.update(f"{name}:{_sha(path)}".encode())
     h.update(_sha(FRAGMENTS).encode())
-    h.update(f"{N_PKU_PAIRS}|{N_SAFE_RESPONSES}|{VAL_SHARE}|{N_SCALARS}".encode())
+    h.update(f"{N_PKU_PAIRS}|{N_SAFE_RESPONSES}|{N_ALPACA}|{VAL_SHARE}|{N_SCALARS}".encode())
     for fn in TRAINING_CODE:  # the code that makes the examples, the features and the head
         h.update(inspect.getsource(fn).encode())
     for rx in (_DECLINE, _PUSHBACK, _CAUTION, _RULE):
