@@ -75,3 +75,29 @@ def test_embedded_conversion_is_safe_under_concurrency(cache_dir):
     assert leftovers == []
     listed = {r["name"]: r for r in models.list_models()}
     assert str(final) == listed[models.EMBEDDED_NAME]["where"]
+
+
+def test_inference_device_follows_env_and_keeps_cpu_weights_fp32(tiny_lm_dir, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("SAFEALIGN_DEVICE", "cpu")
+    assert models.inference_device() == "cpu"
+    model, _ = models.load_causal_lm(str(tiny_lm_dir))
+    placed = models.for_inference(model)
+    p = next(placed.parameters())
+    assert p.device.type == "cpu" and p.dtype == torch.float32
+    monkeypatch.delenv("SAFEALIGN_DEVICE")
+    assert models.inference_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a GPU")
+def test_generation_runs_on_the_gpu_in_bf16(tiny_lm_dir):
+    import torch
+
+    from safealign.generate import GenParams, HFEngine
+
+    engine = HFEngine(str(tiny_lm_dir), show_progress=False)
+    p = next(engine.model.parameters())
+    assert p.device.type == "cuda" and p.dtype in (torch.bfloat16, torch.float16)
+    outs = engine.generate(["hello there", "a longer prompt than the first one"], GenParams(max_new_tokens=5))
+    assert len(outs) == 2 and all(len(o) == 1 and isinstance(o[0], str) for o in outs)

@@ -67,6 +67,7 @@ class HFEngine:
 
         if model_obj is None:
             model_obj, tokenizer = models.load_causal_lm(model)
+            model_obj = models.for_inference(model_obj)  # a GPU when there is one (SAFEALIGN_DEVICE overrides)
             name = name or models.fingerprint(model)
         self.model, self.tokenizer = model_obj, tokenizer
         self.tokenizer.padding_side = "left"

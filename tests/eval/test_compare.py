@@ -91,8 +91,10 @@ def test_position_bias_is_reported_as_ties(server, tmp_path):
         compare(A, B, "openai:other", tmp_path, base_url=server.url)
 
 
-def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path):
+def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path, monkeypatch):
     import torch
+
+    monkeypatch.setenv("SAFEALIGN_DEVICE", "cpu")  # fp32: batched and unbatched must agree to 1e-4
 
     from safealign.eval.compare import HFPairJudge
     from safealign.models import format_prompt
@@ -104,7 +106,7 @@ def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path):
     for it in items:  # each batched, left-padded verdict equals an unbatched forward pass
         for key, (x, y) in (("ab", ("response_a", "response_b")), ("ba", ("response_b", "response_a"))):
             text = format_prompt(judge.tok, build_prompt(it["prompt"], it[x], it[y]))
-            ids = judge.tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+            ids = judge.tok(text, return_tensors="pt", add_special_tokens=False).input_ids.to(judge.model.device)
             with torch.inference_mode():
                 logp = torch.log_softmax(judge.model(ids).logits[0, -1].float(), -1)
             a, b = (torch.logsumexp(logp[judge.letter_ids[c]], 0) for c in "AB")

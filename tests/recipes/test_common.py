@@ -131,7 +131,8 @@ def test_compact_lm_head_on_cpu_gives_trls_log_probs(tmp_path, tiny_lm_dir):
     trainer = sit.build_trainer(model, tok, dataset, TrainConfig(max_steps=1, batch_size=2, max_length=64, save_steps=0),
                                 common.LoraConfig(r=4), tmp_path)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch}
+    device = next(trainer.model.parameters()).device  # the trainer put it on the GPU, where there is one
+    inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels") if k in batch}
     assert trl_utils._use_triton is not _use_triton  # switched on by build_trainer
     with torch.no_grad():
         compact = trainer.model(**inputs, fused_lm_head=True)

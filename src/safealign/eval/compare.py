@@ -95,6 +95,7 @@ class HFPairJudge:
         from safealign import models
 
         self.model, self.tok = models.load_causal_lm(spec)
+        self.model = models.for_inference(self.model)
         self.tok.padding_side = "left"
         self.name = f"hf:{spec}"
         self.batch_size = batch_size

@@ -89,9 +89,9 @@ def semantic_similarity(responses: Sequence[str], references: Sequence[str], emb
 def load_embedder():
     from sentence_transformers import SentenceTransformer
 
-    from safealign.models import embedder_path
+    from safealign.models import embedder_path, inference_device
 
-    return SentenceTransformer(str(embedder_path()), device="cpu")
+    return SentenceTransformer(str(embedder_path()), device=inference_device())
 
 
 def bertscore(responses: Sequence[str], references: Sequence[str]) -> list[float] | None:

@@ -204,6 +204,7 @@ def evaluate(model: str, tasks: str | Sequence[str] = ("boolq", "piqa", "openboo
         raise SafealignError(f"data file given for '{unknown[0]}', which is not among --tasks", field="data-files")
     loaded = {n: load_docs(n, data_files.get(n), limit) for n in names}  # bad data fails before the model loads
     lm, tok = models.load_causal_lm(model)
+    lm = models.for_inference(lm)
     result: dict[str, Any] = {"model": models.fingerprint(model), "limit": limit, "tasks": {},
                               "method": "log-likelihood of each choice (lm-eval-harness formats); acc = highest "
                                         "sum, acc_norm = highest per-byte; 95% Wilson intervals"}

@@ -284,9 +284,9 @@ def read_heldout(path: Path = HELDOUT) -> list[dict[str, Any]]:
 def load_embedder():
     from sentence_transformers import SentenceTransformer
 
-    from safealign.models import embedder_path
+    from safealign.models import embedder_path, inference_device
 
-    return SentenceTransformer(str(embedder_path()), device="cpu")
+    return SentenceTransformer(str(embedder_path()), device=inference_device())
 
 
 def first_sentence(text: str) -> str:

@@ -76,7 +76,7 @@ class HFClassifierJudge:
         except OSError as e:
             raise SafealignError(f"cannot load classifier: {str(e).splitlines()[0]}", file=self.model_spec,
                                  field="judge") from None
-        self.model.eval()
+        self.model = models.for_inference(self.model).eval()
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         if self.model.config.pad_token_id is None:
@@ -114,7 +114,7 @@ class HFClassifierJudge:
                 enc = self.tok(p, r, return_tensors="pt", padding=True, truncation=True,
                                max_length=int(self.opts["max_length"]))
             with torch.inference_mode():
-                logits = self.model(**enc).logits.float()
+                logits = self.model(**enc.to(next(self.model.parameters()).device)).logits.float()
             if self.label_index is None:
                 out += logits[:, 0].tolist()
             else:

@@ -54,6 +54,7 @@ class LlamaGuardJudge:
         self.model_spec, self.opts = split_options(spec, OPTIONS, "llama-guard")
         self.name = f"llama-guard:{spec}"
         self.model, self.tok = models.load_causal_lm(self.model_spec)
+        self.model = models.for_inference(self.model)
         self.tok.padding_side = "left"
         if not getattr(self.tok, "chat_template", None):
             raise SafealignError("the model has no chat template (is it a Llama Guard model?)", file=self.model_spec,

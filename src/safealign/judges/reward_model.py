@@ -118,8 +118,8 @@ class RewardModelJudge:
         self.template = template or settings.get("template", "auto")
         self.max_length = max_length or settings.get("max_length", DEFAULT_MAX_LENGTH)
         self.model, self.tokenizer = model_obj, tokenizer
-        if torch.cuda.is_available() and next(self.model.parameters()).device.type == "cpu":
-            self.model.to("cuda")
+        if next(self.model.parameters()).device.type == "cpu":  # one passed in (RAFT's) may already be placed
+            self.model = models.for_inference(self.model)
         self.truncated = 0  # pairs cut to max_length so far (reported by callers that care)
 
     def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
