@@ -94,7 +94,8 @@ class ReportConfig:
 class RunConfig:
     model: str = option("smollm2-135m-instruct", "base model: embedded name, HF id, model dir or .gguf")
     seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
-    judge: str = option("embedded", "safety judge for every eval (see `safealign judges`)")
+    judge: str = option("embedded", "safety judge for every eval: embedded, keywords, hf-classifier:M, "
+                        "llama-guard:M, openai:M or rm:DIR (src/safealign/judges/)")
     helpful_scorer: str | None = option(None, "reward scorer for helpfulness, e.g. rm:@rm (the RM of this run)")
     benchmarks: str = option("harm,xstest,benign,helpful", "benchmarks and groups to evaluate every model on")
     limit: int | None = option(None, "first N prompts of each benchmark (XSTest: N of each half)")
