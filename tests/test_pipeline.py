@@ -261,3 +261,28 @@ def test_study_end_to_end_resume_and_rerun(tmp_path, tiny_lm_dir, data_dir):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["eval/dpo"]["cpu_seconds"] > 0 and manifest["stages"]["train/dpo"]["status"] == "done"
     assert json.loads((out / "summary.json").read_text())["config"]["methods"]["dpo"]["beta"] == 0.2
+
+
+def test_the_embedded_judge_is_a_stage_and_its_hash_is_in_what_uses_it(tmp_path, tiny_lm_dir, data_dir):
+    from safealign.judges import embedded
+
+    cfg_path = write_cfg(tmp_path / "c.yaml", f"""
+model: {tiny_lm_dir}
+judge: embedded
+benchmarks: harm
+methods:
+  rm: {{limit: 8, eval_limit: 0}}
+  raft: {{ranker: rm, T: 1, B: 2, K: 2}}
+""")
+    stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))
+    by = {s.name: s for s in stages}
+    assert stages[0].name == "judge/embedded" and stages[0].deps == []  # first: it trains beside the first method
+    h = embedded.training_hash()
+    assert by["judge/embedded"].settings["training_hash"] == h
+    # a retrained judge redoes the evals and RAFT (its independent judge defaults to embedded), not the RM
+    assert by["eval/base"].settings["embedded_judge"] == h and by["train/raft"].settings["embedded_judge"] == h
+    assert "embedded_judge" not in by["train/rm"].settings
+    keywords_only = plan(load_config(RunConfig, cfg_path, ["judge=keywords", "methods.raft.independent_judge=keywords"]),
+                         tmp_path / "run", str(cfg_path))
+    assert "judge/embedded" not in [s.name for s in keywords_only]
+    assert not any("embedded_judge" in s.settings for s in keywords_only)

@@ -508,6 +508,17 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
         raise SafealignError(f"'@{r}' is not a model trained in this run (methods: {', '.join(trained) or 'none'})",
                              file=source, field="helpful_scorer" if r in (cfg.helpful_scorer or "") else "judge")
 
+    # The embedded judge trains once per machine (then cached): a stage of its own, first, so that with jobs > 1 it
+    # trains while the first method does. Stages that judge do not wait for it: an eval generates first and only
+    # then takes the judge (blocking on its lock if it is still training). Their input hash holds the judge's
+    # training hash, so a retrained judge redoes them.
+    def uses_embedded(spec: Any) -> bool:
+        return str(spec or "").strip() == "embedded"
+
+    raft_judges = [s.section.get(k, "embedded" if k == "independent_judge" else "") for s in specs
+                   if s.method == "raft" for k in ("ranker", "independent_judge")]
+    judge_stage = ["judge/embedded"] if uses_embedded(cfg.judge) or any(map(uses_embedded, raft_judges)) else []
+
     # train
     for s in specs:
         if s.method == "raft" and s.section.get("ranker") == "rm:@rm" and "rm" not in trained:
@@ -523,6 +534,18 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                                                 "seed": cfg.seed}, _train_action(module, recipe_cfg),
                             dirs[s.name], deps_of(s.section)))
 
+    judge_hash = None
+    if judge_stage:  # after the recipe configs are validated: the hash reads the judge's training data
+        from safealign.judges import embedded
+
+        judge_hash = embedded.training_hash()
+        stages.insert(0, Stage("judge/embedded", {"judge": "embedded", "training_hash": judge_hash},
+                               _judge_action("embedded"), run_dir / "judge" / "embedded", []))
+        for st in stages:
+            if st.settings.get("method") == "raft" and any(map(uses_embedded, (
+                    st.settings["section"].get("ranker"), st.settings["section"].get("independent_judge", "embedded")))):
+                st.settings["embedded_judge"] = judge_hash
+
     # evaluate: the reward model's accuracy, then every generator on every benchmark
     if "rm" in trained:
         re_ = cfg.reward_eval
@@ -530,6 +553,8 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                             _rm_eval_action(dirs["rm"], re_), run_dir / "eval" / "rm", ["train/rm"]))
     eval_settings = {"benchmarks": cfg.benchmarks, "judge": cfg.judge, "limit": cfg.limit,
                      "generation": to_dict(cfg.generation), "helpful_scorer": cfg.helpful_scorer}
+    if uses_embedded(cfg.judge):
+        eval_settings["embedded_judge"] = judge_hash
     eval_deps = deps_of(cfg.judge, cfg.helpful_scorer or "")
     judge, scorer = _resolve(cfg.judge, dirs), _resolve(cfg.helpful_scorer, dirs)
     eval_dirs: dict[str, Path] = {}
@@ -577,6 +602,19 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
 def _train_action(module: Any, recipe_cfg: Any) -> Callable[[Path], Any]:
     def action(out: Path) -> Path:
         return module.run(recipe_cfg, out, overwrite=False)  # an unfinished dir resumes
+
+    return action
+
+
+def _judge_action(spec: str) -> Callable[[Path], Any]:
+    def action(out: Path) -> dict:
+        from safealign.judges import get_judge
+
+        j = get_judge(spec)  # trains and caches the embedded judge if this machine has not yet
+        info = {"judge": spec, "id": getattr(j, "id", spec), "path": str(getattr(j, "path", "")),
+                "meta": getattr(j, "meta", {})}
+        write_text(out / "judge.json", json.dumps(info, indent=1))
+        return info
 
     return action
 
