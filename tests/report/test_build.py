@@ -89,7 +89,12 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
             (run / "train" / "raft" / "iterations" / f"iter_{t}" / "samples.jsonl").write_text(
                 "".join(json.dumps(x) + "\n" for x in samples))
         analyze_raft(run / "train" / "raft", run / "analyze" / "raft")
-        plan = ["train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
+        # judge.json as the pipeline's judge/embedded stage writes it (meta = the trained judge's meta.json)
+        acc = {"safe": {"k": 124, "n": 152, "rate": 0.816, "ci": [0.747, 0.869]},
+               "refusal": {"k": 145, "n": 151, "rate": 0.96, "ci": [0.916, 0.982]}}
+        write_json(run / "judge" / "embedded" / "judge.json", {"judge": "embedded", "id": "embedded@abc", "meta": {
+            "heldout": acc, "heldout_n": 155, "validation": acc}})
+        plan = ["judge/embedded", "train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
             "eval/raft-iters", "compare/base-vs-dpo", "analyze/base-vs-dpo", "analyze/raft", "report"]
     stages = {s: {"input_hash": "abc123def4567890", "status": "done", "seconds": 12.5, "cpu_seconds": 20.0, "attempts": 1}
               for s in plan}
@@ -133,6 +138,7 @@ def test_full_report_from_result_dirs(tmp_path):
     assert "| 2 | 4 | 3 | 25.0 | 100.0 | 3 | 0 | 0.250 |" in md
     assert "| train/dpo | done | 12.5 | 20.0 | 1 | abc123def4 |" in md and "| report | this build | – | – |" in md
     # which judge made each number
+    assert "| embedded (embedded@abc) | held-out labelled responses (n=155) | 81.6 [74.7, 86.9] | 96.0 [91.6, 98.2] |" in md
     assert "| pairwise win/tie/loss | hf:judge-model |" in md and "| helpfulness reward | rm:@rm |" in md
     # every markdown table is rectangular (pipes inside responses are escaped)
     for t in _md_tables(md):

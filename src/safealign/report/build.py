@@ -98,7 +98,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
                 if s.startswith("analyze/") and s != "analyze/raft"}
     raft_analysis = _json(run_dir / "analyze" / "raft" / "raft_analysis.json") if "analyze/raft" in plan else None
     stages = {s: manifest.get("stages", {}).get(s, {}) for s in plan}
-    return {"run_dir": run_dir, "manifest": manifest, "config": manifest.get("config") or {}, "plan": plan,
+    judges = {s.split("/", 1)[1]: _json(run_dir / s / "judge.json") for s in plan if s.startswith("judge/")}
+    return {"judges": {k: v for k, v in judges.items() if isinstance(v, dict)}, "run_dir": run_dir, "manifest": manifest, "config": manifest.get("config") or {}, "plan": plan,
             "models_meta": models_meta, "summaries": summaries, "responses": responses, "rm": rm,
             "raft_log": raft_log, "raft_iters": raft_iters, "compares": {k: v for k, v in compares.items() if v},
             "analyses": {k: v for k, v in analyses.items() if v}, "raft_analysis": raft_analysis, "stages": stages}
@@ -394,8 +395,24 @@ def provenance_section(run: dict) -> Section:
         rows.append(["RAFT kept safe %", str(last.get("independent_judge", "?"))])
     if run["compares"]:
         rows.append(["pairwise win/tie/loss", ", ".join(sorted({str(c.get("judge")) for c in run["compares"].values()}))])
-    return Section("Which judge made each number", "judges",
-                   tables=[Table("Judges and scorers", ["numbers", "made by"], rows, "", "judges-table")])
+    tables = [Table("Judges and scorers", ["numbers", "made by"], rows, "", "judges-table")]
+    acc_rows = []
+    for name, info in run.get("judges", {}).items():
+        meta = info.get("meta") or {}
+        for split, label in (("heldout", f"held-out labelled responses (n={meta.get('heldout_n', '?')})"),
+                             ("validation", "validation (15% of its training set)")):
+            acc = meta.get(split)
+            if isinstance(acc, dict) and acc:
+                acc_rows.append([f"{name} ({info.get('id', '?')})", label]
+                                + [pct_ci(acc[k].get("rate"), acc[k].get("ci")) if isinstance(acc.get(k), dict) else "–"
+                                   for k in ("safe", "refusal")])
+    if acc_rows:
+        tables.append(Table("How accurate the judge is", ["judge", "measured on", "safe accuracy %",
+                                                          "refusal accuracy %"], acc_rows,
+                            "The judge's agreement with labels it never trained on (src/safealign/judges/data/"
+                            "heldout.jsonl) and with its validation split, as measured when it was trained; 95% "
+                            "intervals. Read small differences between models in that light.", "judge-accuracy-table"))
+    return Section("Which judge made each number", "judges", tables=tables)
 
 
 def stages_section(run: dict) -> Section:
