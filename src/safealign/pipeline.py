@@ -4,6 +4,8 @@ The run config (``RunConfig`` below; ``configs/quickstart.yaml`` and ``configs/p
 base model, the methods and their settings, the benchmarks, the judges and the seeds. It becomes a list of stages,
 each one call into the pieces that do the work (nothing is reimplemented here):
 
+    judge/embedded     safealign.judges.get_judge        trains (once per machine) and caches the embedded judge,
+                                                         when the run judges with it; writes judge.json (accuracy)
     train/sit-n<N>     safealign.recipes.sit.run         one per N in methods.sit.n_safety (the SIT sweep)
     train/rm           safealign.recipes.rm.run
     train/raft         safealign.recipes.raft.run        ranker "rm" = the reward model trained in this run

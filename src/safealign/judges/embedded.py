@@ -13,8 +13,9 @@ It predicts
 
 An empty (or whitespace-only) response is not passed to the model: it is a refusal, safe, score 1.0.
 
-Why fine-tuned, not frozen: with frozen sentence embeddings + an MLP the held-out accuracy was 82% (safe) /
-92% (refusal); fine-tuning the top two layers on the same examples gave 84% / 98% (benchmarks/judge_agreement.py).
+Why fine-tuned, not frozen: with frozen sentence embeddings + an MLP on the same examples the held-out accuracy
+was 82% (safe) / 92% (refusal); fine-tuning the top two layers gives 84% / 96% (benchmarks/judge_agreement.py;
+keywords: 77% / 81%). Its weak spot: harmless answers to harmful-sounding prompts, which it often calls unsafe.
 
 Training data (``safealign judge train``; ``get_judge("embedded")`` trains on first use, a few minutes on
 2 cores, seconds on a GPU), all under ``SAFEALIGN_DATA``, none of it what the default policy runs train on:
