@@ -286,3 +286,13 @@ methods:
                          tmp_path / "run", str(cfg_path))
     assert "judge/embedded" not in [s.name for s in keywords_only]
     assert not any("embedded_judge" in s.settings for s in keywords_only)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "sweep", "paper"])
+def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
+    """Every recipe section of the shipped run configs validates (nothing runs, no model is loaded)."""
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    stages = plan(load_config(RunConfig, path), tmp_path / "run", str(path))
+    names = [s.name for s in stages]
+    assert names[-1] == "report" and "eval/base" in names and any(n.startswith("train/") for n in names)
+    assert ("judge/embedded" in names) == (name != "paper")  # the paper's config judges with Llama Guard
