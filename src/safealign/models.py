@@ -13,6 +13,7 @@ Security defaults: ``trust_remote_code=False`` and safetensors weights only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,24 @@ def verify_converted(d: Path) -> bool:
     return all(_sha256(d / name) == meta["sha256"] for name, meta in info["files"].items())
 
 
+@contextlib.contextmanager
+def building_dir(final: Path, is_complete: Callable[[Path], bool]) -> Iterator[Path]:
+    """Yield a temp dir beside ``final`` to build in; when the block ends without an error, rename it to ``final``.
+    If another process renamed its own copy first and that copy is complete, it stays and ours is dropped; the temp
+    dir never outlives the block. Readers of ``final`` never see a half-written dir."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first
+            if not is_complete(final):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     """Dequantize a GGUF file to an fp32 safetensors folder in the cache, once.
 
@@ -117,32 +137,22 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
         return final
     if final.exists():  # corrupt or half-written by an older version: rebuild
         shutil.rmtree(final, ignore_errors=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safealign.progress import status
 
-    with status(f"converting {gguf.name} to safetensors (once, ~30 s)"):
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-        try:
-            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            model.hf_quantizer = None  # the weights are dequantized fp32 now; let transformers save them
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
-            (tmp / "safealign-manifest.json").write_text(json.dumps(
-                {"source": str(gguf), "source_sha256_16": digest, "created": time.time(), "files": files}, indent=1))
-            try:
-                os.rename(tmp, final)
-            except OSError:  # another process finished first
-                if not _converted_dir_ok(final):
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with status(f"converting {gguf.name} to safetensors (once, ~30 s)"), building_dir(final, _converted_dir_ok) as tmp:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # the weights are dequantized fp32 now; let transformers save them
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "safealign-manifest.json").write_text(json.dumps(
+            {"source": str(gguf), "source_sha256_16": digest, "created": time.time(), "files": files}, indent=1))
     return final
 
 

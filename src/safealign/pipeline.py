@@ -517,9 +517,9 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     def uses_embedded(spec: Any) -> bool:
         return str(spec or "").strip() == "embedded"
 
-    raft_judges = [s.section.get(k, "embedded" if k == "independent_judge" else "") for s in specs
-                   if s.method == "raft" for k in ("ranker", "independent_judge")]
-    judge_stage = ["judge/embedded"] if uses_embedded(cfg.judge) or any(map(uses_embedded, raft_judges)) else []
+    raft_with_embedded = {f"train/{s.name}" for s in specs if s.method == "raft" and (
+        uses_embedded(s.section.get("ranker")) or uses_embedded(s.section.get("independent_judge", "embedded")))}
+    needs_judge_stage = uses_embedded(cfg.judge) or bool(raft_with_embedded)
 
     # train
     for s in specs:
@@ -537,16 +537,15 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                             dirs[s.name], deps_of(s.section)))
 
     judge_hash = None
-    if judge_stage:  # after the recipe configs are validated: the hash reads the judge's training data
+    if needs_judge_stage:  # after the recipe configs are validated: the hash reads the judge's training data
         from safealign.judges import embedded
 
         judge_hash = embedded.training_hash()
+        for st in stages:
+            if st.name in raft_with_embedded:
+                st.settings["embedded_judge"] = judge_hash
         stages.insert(0, Stage("judge/embedded", {"judge": "embedded", "training_hash": judge_hash},
                                _judge_action("embedded"), run_dir / "judge" / "embedded", []))
-        for st in stages:
-            if st.settings.get("method") == "raft" and any(map(uses_embedded, (
-                    st.settings["section"].get("ranker"), st.settings["section"].get("independent_judge", "embedded")))):
-                st.settings["embedded_judge"] = judge_hash
 
     # evaluate: the reward model's accuracy, then every generator on every benchmark
     if "rm" in trained:

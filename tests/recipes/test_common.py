@@ -15,15 +15,7 @@ from safealign.recipes.common import TrainConfig
 from safealign.records import Instruction, Preference
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP barrier stalls."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/recipes/conftest.py
 
 
 def test_train_config_rejects_bad_values_and_unknown_keys(tmp_path):

