@@ -20,8 +20,8 @@ def test_training_set_is_labelled_and_independent_of_policy_data(data_dir):
     sources = {e.source.split(":")[0] for e in ex}
     assert sources == {"pku-test", "pku-safe-responses", "composed", "alpaca-test"}
     assert {e.safe for e in ex} == {0.0, 1.0, None} and {e.refusal for e in ex} == {0.0, 1.0, None}
-    rejected = [e for e in ex if e.source == "pku-test:rejected"]  # unsafe only where it neither refuses nor warns
-    assert rejected and all(e.safe == (0.0 if e.refusal == 0.0 else None) for e in rejected)
+    rejected = [e for e in ex if e.source == "pku-test:rejected"]  # all unsafe, hedged or not (see the docstring)
+    assert rejected and all(e.safe == 0.0 for e in rejected)
     dpo_prompts = {p.prompt for p in registry.load_preferences("pku-safe-pairs:train")}
     assert not dpo_prompts & {e.prompt for e in ex if e.source == "pku-safe-responses"}
     # alpaca-test: only the end of the train split (SIT takes its first items; the eval split is never used)
