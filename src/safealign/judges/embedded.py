@@ -20,7 +20,7 @@ a small model's answers that restate a harmful premise in neutral words. It errs
 labelling as unsafe only the PKU ``rejected`` answers without any hedge raised the held-out ``safe`` accuracy to
 86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's hamster ...")
 and raised the base model's harm-set safe % by 10-30 points, so ``rejected`` stays unsafe. More PKU safe
-responses (3000), more hand-written harmless answers (+160) and composed premise-echoes each scored 83-85%.
+responses (3000), more hand-written harmless answers (+160) and composed premise-echoes scored 82.6-85.2%.
 
 Training data (``safealign judge train``; ``get_judge("embedded")`` trains on first use, a few minutes on
 2 cores, seconds on a GPU), all under ``SAFEALIGN_DATA``, none of it what the default policy runs train on:
