@@ -288,7 +288,7 @@ methods:
     assert not any("embedded_judge" in s.settings for s in keywords_only)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "sweep", "paper"])
+@pytest.mark.parametrize("name", ["quickstart", "sweep", "contrast", "paper"])
 def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
     """Every recipe section of the shipped run configs validates (nothing runs, no model is loaded)."""
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
