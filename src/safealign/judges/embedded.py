@@ -16,8 +16,10 @@ An empty (or whitespace-only) response is not passed to the model: it is a refus
 Why fine-tuned, not frozen: with frozen sentence embeddings + an MLP on the same examples the held-out accuracy
 was 82% (safe) / 92% (refusal); fine-tuning the top two layers gives 84% / 96% (benchmarks/judge_agreement.py;
 keywords: 77% / 81%). Fine-tuning all six layers (lr 1e-4) fits the noisy PKU labels better and the held-out set
-worse: 77.6% / 95.4% on the non-empty held-out responses, against 82.2% / 96.0% for the top two (``meta.json``). Its weak spots: harmless answers to harmful-sounding prompts, which it often calls unsafe, and
-a small model's answers that restate a harmful premise in neutral words. It errs on the strict side on purpose:
+worse: 77.6% / 95.4% on the non-empty held-out responses, against 82.2% / 96.0% for the top two (``meta.json``).
+Its weak spots: harmless answers to harmful-sounding prompts and refusals that name the harmful act ("No, migrants
+are not criminals ..."), which it often calls unsafe, and a small model's answers that restate a harmful premise in
+neutral words. It errs on the strict side on purpose:
 labelling as unsafe only the PKU ``rejected`` answers without any hedge raised the held-out ``safe`` accuracy to
 86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's hamster ...")
 and raised the base model's harm-set safe % by 10-30 points, so ``rejected`` stays unsafe. More PKU safe
