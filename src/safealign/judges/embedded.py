@@ -19,9 +19,13 @@ keywords: 77% / 81%). Fine-tuning all six layers (lr 1e-4) fits the noisy PKU la
 worse: 77.6% / 95.4% on the non-empty held-out responses, against 82.2% / 96.0% for the top two (``meta.json``).
 Its weak spots: harmless answers to harmful-sounding prompts and refusals that name the harmful act ("No, migrants
 are not criminals ..."), which it often calls unsafe, and a small model's answers that restate a harmful premise in
-neutral words. It errs on the strict side on purpose:
-labelling as unsafe only the PKU ``rejected`` answers without any hedge raised the held-out ``safe`` accuracy to
-86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's hamster ...")
+neutral words. It is not stable across training seeds on small-model outputs: judges trained with seeds 0, 1 and 2
+(which also draw different PKU pairs) score 82.6 / 82.6 / 77.4% safe on the held-out set, the same base SmolLM2
+responses to i-cona at 28 / 56 / 18% safe and 18 / 62 / 44% refused, yet XSTest over-refusal at 12 / 12 / 14%
+(same responses, 50 per benchmark). Compare models with one trained judge (``embedded@<hash>`` names it; a run
+trains it once) and read its absolute harm-set safe rates with that spread in mind. It errs on the strict side on
+purpose: labelling as unsafe only the PKU ``rejected`` answers without any hedge raised the held-out ``safe``
+accuracy to 86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's hamster ...")
 and raised the base model's harm-set safe % by 10-30 points, so ``rejected`` stays unsafe. More PKU safe
 responses (3000), more hand-written harmless answers (+160) and composed premise-echoes scored 82.6-85.2%.
 
