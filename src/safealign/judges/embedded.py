@@ -25,8 +25,8 @@ responses to i-cona at 28 / 56 / 18% safe and 18 / 62 / 44% refused, yet XSTest 
 (same responses, 50 per benchmark). Compare models with one trained judge (``embedded@<hash>`` names it; a run
 trains it once) and read its absolute harm-set safe rates with that spread in mind. It errs on the strict side on
 purpose: labelling as unsafe only the PKU ``rejected`` answers without any hedge raised the held-out ``safe``
-accuracy to 86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's hamster ...")
-and raised the base model's harm-set safe % by 10-30 points, so ``rejected`` stays unsafe. More PKU safe
+accuracy to 86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's
+hamster ...") and raised the base model's harm-set safe % by 10-30 points, so ``rejected`` stays unsafe. More PKU safe
 responses (3000), more hand-written harmless answers (+160) and composed premise-echoes scored 82.6-85.2%.
 
 Training data (``safealign judge train``; ``get_judge("embedded")`` trains on first use, a few minutes on
