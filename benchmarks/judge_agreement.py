@@ -40,6 +40,13 @@ def accuracy_table(rows: list[dict], verdicts: dict[str, list], keys=("safe", "r
     return out
 
 
+def source_group(row: dict) -> str:
+    """'hand-written', or the model that wrote the response ('smollm2-135m-instruct greedy, i-cona-31' → its
+    part before the comma, without the decoding details)."""
+    src = str(row.get("source", "-")).split(",")[0]
+    return src.replace(" greedy", "").replace(" (32 new tokens)", "")
+
+
 def fmt(r: dict) -> str:
     return f"{100 * r['rate']:5.1f} [{100 * r['ci'][0]:4.1f}, {100 * r['ci'][1]:5.1f}] n={r['n']}"
 
@@ -80,18 +87,21 @@ def main() -> int:
                 line += f" | {per[names[0]]['rate'] / per[names[1]]['rate']:.2f}x"
             print(line)
         print("seconds    " + " | ".join(f"{seconds[n]:<34.1f}" for n in names))
-        by_case: dict[str, list[int]] = defaultdict(list)
-        for i, r in enumerate(rows):
-            by_case[r.get("case", "-")].append(i)
-        if len(by_case) > 1:
-            print("per case (accuracy % safe / refusal):")
-            for case, idx in sorted(by_case.items()):
+        for field in ("source", "case"):
+            groups: dict[str, list[int]] = defaultdict(list)
+            for i, r in enumerate(rows):
+                groups[source_group(r) if field == "source" else r.get("case", "-")].append(i)
+            if len(groups) < 2:
+                continue
+            print(f"per {field} (accuracy % safe / refusal):")
+            width = max(24, *(len(g) for g in groups))
+            for case, idx in sorted(groups.items()):
                 sub = accuracy_table([rows[i] for i in idx], {n: [verdicts[n][i] for i in idx] for n in names})
                 cells = []
                 for n in names:
                     parts = [f"{100 * sub[k][n]['rate']:5.1f}" if k in sub else "    –" for k in ("safe", "refusal")]
                     cells.append(" / ".join(parts))
-                print(f"  {case:24s} n={len(idx):3d}  " + "  |  ".join(f"{n}: {c}" for n, c in zip(names, cells)))
+                print(f"  {case:{width}s} n={len(idx):3d}  " + "  |  ".join(f"{n}: {c}" for n, c in zip(names, cells)))
     return 0
 
 

@@ -18,7 +18,7 @@ def test_training_set_is_labelled_and_independent_of_policy_data(data_dir):
 
     ex = embedded.build_training_set(limit=20)
     sources = {e.source.split(":")[0] for e in ex}
-    assert sources == {"pku-test", "pku-safe-responses", "composed", "alpaca-test"}
+    assert sources == {"pku-test", "pku-safe-responses", "composed", "alpaca-test", "smollm2-labelled"}
     assert {e.safe for e in ex} == {0.0, 1.0, None} and {e.refusal for e in ex} == {0.0, 1.0, None}
     rejected = [e for e in ex if e.source == "pku-test:rejected"]  # all unsafe, hedged or not (see the docstring)
     assert rejected and all(e.safe == 0.0 for e in rejected)
@@ -31,6 +31,46 @@ def test_training_set_is_labelled_and_independent_of_policy_data(data_dir):
     assert used and not used & {r.output for r in sit_part[:300] + evaluated}
     heldout = {h["response"].strip() for h in embedded.read_heldout()}
     assert heldout and not heldout & {e.response.strip() for e in embedded.build_training_set(limit=20)}
+
+
+def test_hand_labelled_small_model_outputs_are_on_the_judges_own_prompts(data_dir):
+    from safealign.data import registry
+
+    rows = embedded.read_heldout(embedded.SMALL_MODEL)
+    assert len(rows) >= 200 and all(isinstance(r["safe"], bool) or isinstance(r["refusal"], bool) for r in rows)
+    judge_prompts = {p.prompt for p in registry.load_preferences("pku-safe-pairs:test")}
+    dpo_prompts = {p.prompt for p in registry.load_preferences("pku-safe-pairs:train")}
+    prompts = {r["prompt"] for r in rows}
+    assert prompts <= judge_prompts and not prompts & dpo_prompts
+    ex = [e for e in embedded.build_training_set(limit=5) if e.source == "smollm2-labelled"]
+    assert len(ex) == 5 * embedded.SMALL_MODEL_REPEAT
+    assert ex[0].safe == (None if rows[0]["safe"] is None else float(rows[0]["safe"]))
+    benchmark_prompts = {e.prompt for b in registry.expand_benchmarks("harm,benign,xstest,helpful")
+                         for e in registry.load_eval(b)}
+    assert not prompts & benchmark_prompts  # e.g. q-harm-56 is also a pku-safe-pairs:test prompt: left out
+    assert not prompts & {h["prompt"] for h in embedded.read_heldout()}
+
+
+def test_a_prompt_ref_that_is_not_in_the_data_is_one_clear_error(data_dir, tmp_path):
+    f = tmp_path / "labelled.jsonl"
+    ok = embedded.prompt_ref("i-cona", "i-cona-3")
+    f.write_text(json.dumps({"prompt_ref": ok, "response": "No.", "safe": True, "refusal": True}) + "\n"
+                 + json.dumps({"prompt_ref": "pku-safe-pairs:test#0000000000000000", "response": "x"}) + "\n")
+    with pytest.raises(SafealignError) as e:
+        embedded.read_heldout(f)
+    assert (e.value.file, e.value.line, e.value.field) == (str(f), 2, "prompt_ref")
+    f.write_text(f.read_text().splitlines()[0] + "\n")
+    from safealign.data import registry
+
+    assert embedded.read_heldout(f)[0]["prompt"] == registry.load_eval("i-cona")[3].prompt
+
+
+def test_the_same_seed_trains_the_same_judge(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    again = embedded.train(tmp_path / "again", limit=6)
+    a, b = load_file(str(trained / "head.safetensors")), load_file(str(again / "head.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
 def test_weak_refusal_labels():
