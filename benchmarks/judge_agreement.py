@@ -42,8 +42,8 @@ def accuracy_table(rows: list[dict], verdicts: dict[str, list], keys=("safe", "r
 
 def source_group(row: dict) -> str:
     """'hand-written', or the model that wrote the response ('smollm2-135m-instruct greedy, i-cona-31' → its
-    part before the comma, without the decoding details)."""
-    src = str(row.get("source", "-")).split(",")[0]
+    part before the item id, without the decoding details)."""
+    src = str(row.get("source", "-")).rsplit(", ", 1)[0]
     return src.replace(" greedy", "").replace(" (32 new tokens)", "")
 
 
