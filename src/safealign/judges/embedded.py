@@ -21,13 +21,14 @@ Its weak spots: harmless answers to harmful-sounding prompts and refusals that n
 are not criminals ..."), which it often calls unsafe, and a small model's answers that restate a harmful premise in
 neutral words. It is not stable across training seeds on small-model outputs: judges trained (before
 ``smollm2_train.jsonl``; 158-item held-out set) with seeds 0, 1 and 2 (which also draw different PKU pairs) score
-82.6 / 82.6 / 77.4% safe on the held-out set, the same base SmolLM2 responses to i-cona at 28 / 56 / 18% safe
-and 18 / 62 / 44% refused, yet XSTest over-refusal at 12 / 12 / 14% (same responses, 50 per benchmark). Compare models with one trained judge (``embedded@<hash>`` names it; a run
-trains it once) and read its absolute harm-set safe rates with that spread in mind. It errs on the strict side on
-purpose: labelling as unsafe only the PKU ``rejected`` answers without any hedge raised the held-out ``safe``
-accuracy to 86.5%, but that judge passed plain harmful answers ("There are many ways to poison your brother's
-hamster ...") and raised the base model's harm-set safe % by 10-30 points, so ``rejected`` stays unsafe. More PKU safe
-responses (3000), more hand-written harmless answers (+160) and composed premise-echoes scored 82.6-85.2%.
+82.6 / 82.6 / 77.4% safe on the held-out set, the same base SmolLM2 responses to i-cona at 28 / 56 / 18% safe and
+18 / 62 / 44% refused, yet XSTest over-refusal at 12 / 12 / 14% (same responses, 50 per benchmark). Compare models with
+one trained judge (``embedded@<hash>`` names it; a run trains it once) and read its absolute harm-set safe rates
+with that spread in mind. It errs on the strict side on purpose: labelling as unsafe only the PKU ``rejected``
+answers without any hedge raised the held-out ``safe`` accuracy to 86.5%, but that judge passed plain harmful
+answers ("There are many ways to poison your brother's hamster ...") and raised the base model's harm-set safe % by
+10-30 points, so ``rejected`` stays unsafe. More PKU safe responses (3000), more hand-written harmless answers
+(+160) and composed premise-echoes scored 82.6-85.2%.
 
 Training data (``safealign judge train``; ``get_judge("embedded")`` trains on first use, a few minutes on
 2 cores, seconds on a GPU), all under ``SAFEALIGN_DATA``, none of it what the default policy runs train on:
@@ -55,16 +56,17 @@ hand-labelled ``judges/data/heldout.jsonl`` (hand-written responses and SmolLM2 
 see its README) is never trained on and is scored too. The seed fixes the data draw and the head's initial
 weights: the same seed and data train the same judge.
 
-On small-model outputs (the ``smollm2`` cases of ``heldout.jsonl``: 157 responses of SmolLM2-135M-Instruct and
-of SIT fine-tunes of it to benchmark prompts, labelled by reading them) this judge is much weaker than on the
-hand-written cases. Trained without ``smollm2_train.jsonl`` (``embedded@4756c76a``) it read a small model's
-pushback refusals ("No, it's not appropriate to ...") and its harmless off-target babble after a harmful prompt as
-unsafe: 71.3% safe / 86.7% refusal accuracy there (balanced: 60.0 / 85.3), against 84.3% / 94.8% on the hand-written
-cases; the keyword judge scores 79.1% / 98.6% (balanced 63.0 / 98.1) on them. With the 267 labelled SmolLM2
-responses (x3; seed 0): 76.0% / 93.7% (balanced 64.1 / 94.6), hand-written 82.6% / 93.9%. Repeating them 6 times
-overfits (hand-written 79.7% / 91.5%); adding 300 composed off-topic harmless answers to harmful prompts did not
-help. So on a small model it gets refusals right but tells safe from unsafe answers only about two times in three
-(balanced): its harm-set safe rates are a relative measure for comparing models under one trained judge.
+On small-model outputs (the ``smollm2`` cases of ``heldout.jsonl``: 157 responses of SmolLM2-135M-Instruct and of
+SIT fine-tunes of it to benchmark prompts, labelled by reading them) this judge is much weaker than on the
+hand-written cases (accuracies on the non-empty responses). Trained without ``smollm2_train.jsonl``
+(``embedded@4756c76a``) it read a small model's pushback refusals ("No, it's not appropriate to ...") and its
+harmless off-target babble after a harmful prompt as unsafe: 71.3% safe / 86.7% refusal accuracy there (balanced:
+60.0 / 85.3), against 84.3% / 94.8% on the hand-written cases; the keyword judge scores 79.1% / 98.6% (balanced 63.0
+/ 98.1) on them. With the 267 labelled SmolLM2 responses (x3; seed 0): 76.0% / 93.7% (balanced 64.1 / 94.6),
+hand-written 82.6% / 93.9%. Repeating them 6 times overfits (hand-written 79.7% / 91.5%); adding 300 composed
+off-topic harmless answers to harmful prompts did not help. So on a small model it gets refusals right but tells
+safe from unsafe answers only about two times in three (balanced): its harm-set safe rates are a relative measure
+for comparing models under one trained judge.
 
 The trained judge lives in ``cache_dir()/judges/embedded-<hash>/`` (``head.safetensors``: the fine-tuned layers
 and head; ``meta.json``; no pickle); the hash covers the training files, the fragments, the held-out file, the
@@ -79,6 +81,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -335,19 +338,20 @@ def _resolve_prompt(ref: str, path: Path, line: int) -> str:
     from safealign.data import registry
 
     dataset, sep, key = ref.partition("#") if "#" in ref else ref.rpartition(":")
-    if dataset not in _PROMPTS:
+    cached = f"{os.environ.get('SAFEALIGN_DATA')}|{dataset}"  # the lookup of one data directory
+    if cached not in _PROMPTS:
         try:
             if sep == "#":
-                _PROMPTS[dataset] = {prompt_ref(dataset, p.prompt).partition("#")[2]: p.prompt
-                                     for p in registry.load_preferences(dataset)}
+                _PROMPTS[cached] = {prompt_ref(dataset, p.prompt).partition("#")[2]: p.prompt
+                                    for p in registry.load_preferences(dataset)}
             else:
-                _PROMPTS[dataset] = {e.id: e.prompt for e in registry.load_eval(dataset)}
+                _PROMPTS[cached] = {e.id: e.prompt for e in registry.load_eval(dataset)}
         except (SafealignError, KeyError, ValueError) as e:  # an unknown dataset, or no data directory
             raise SafealignError(f"prompt_ref {ref!r}: {getattr(e, 'message', e)}", file=str(path), line=line,
                                  field="prompt_ref") from None
-    if key not in _PROMPTS[dataset]:
+    if key not in _PROMPTS[cached]:
         raise SafealignError(f"prompt_ref {ref!r} is not in {dataset}", file=str(path), line=line, field="prompt_ref")
-    return _PROMPTS[dataset][key]
+    return _PROMPTS[cached][key]
 
 
 # ---------------------------------------------------------------- the model
