@@ -81,7 +81,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -311,7 +310,8 @@ def read_heldout(path: Path = HELDOUT) -> list[dict[str, Any]]:
     first 16 hex digits>``; it is looked up there."""
     if not path.exists():
         return []
-    rows = []
+    rows: list[dict[str, Any]] = []
+    lookups: dict[str, dict[str, str]] = {}  # dataset -> {id or prompt hash: prompt}, loaded once per file
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip() and not line.lstrip().startswith("//"):
             try:
@@ -319,39 +319,37 @@ def read_heldout(path: Path = HELDOUT) -> list[dict[str, Any]]:
             except ValueError:
                 raise SafealignError("malformed JSON line", file=str(path), line=n) from None
             if "prompt" not in row:
-                row["prompt"] = _resolve_prompt(str(row.get("prompt_ref")), path, n)
+                row["prompt"] = _resolve_prompt(str(row.get("prompt_ref")), lookups, path, n)
             rows.append(row)
     return rows
 
 
-def prompt_ref(dataset: str, prompt: str) -> str:
-    """The ``prompt_ref`` of a ``pku-safe-pairs:test`` prompt (``dataset``) or of a benchmark item's id."""
-    if dataset.startswith("pku-safe-pairs"):
-        return f"{dataset}#{hashlib.sha256(prompt.encode()).hexdigest()[:16]}"
-    return f"{dataset}:{prompt}"
+def _prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
-_PROMPTS: dict[str, dict[str, str]] = {}
+def prompt_ref(dataset: str, key: str) -> str:
+    """The ``prompt_ref`` of a ``pku-safe-pairs:test`` prompt (``key`` = the prompt) or of a benchmark item
+    (``key`` = its id)."""
+    return f"{dataset}#{_prompt_hash(key)}" if dataset.startswith("pku-safe-pairs") else f"{dataset}:{key}"
 
 
-def _resolve_prompt(ref: str, path: Path, line: int) -> str:
+def _resolve_prompt(ref: str, lookups: dict[str, dict[str, str]], path: Path, line: int) -> str:
     from safealign.data import registry
 
     dataset, sep, key = ref.partition("#") if "#" in ref else ref.rpartition(":")
-    cached = f"{os.environ.get('SAFEALIGN_DATA')}|{dataset}"  # the lookup of one data directory
-    if cached not in _PROMPTS:
+    if dataset not in lookups:
         try:
             if sep == "#":
-                _PROMPTS[cached] = {prompt_ref(dataset, p.prompt).partition("#")[2]: p.prompt
-                                    for p in registry.load_preferences(dataset)}
+                lookups[dataset] = {_prompt_hash(p.prompt): p.prompt for p in registry.load_preferences(dataset)}
             else:
-                _PROMPTS[cached] = {e.id: e.prompt for e in registry.load_eval(dataset)}
+                lookups[dataset] = {e.id: e.prompt for e in registry.load_eval(dataset)}
         except (SafealignError, KeyError, ValueError) as e:  # an unknown dataset, or no data directory
             raise SafealignError(f"prompt_ref {ref!r}: {getattr(e, 'message', e)}", file=str(path), line=line,
                                  field="prompt_ref") from None
-    if key not in _PROMPTS[cached]:
+    if key not in lookups[dataset]:
         raise SafealignError(f"prompt_ref {ref!r} is not in {dataset}", file=str(path), line=line, field="prompt_ref")
-    return _PROMPTS[cached][key]
+    return lookups[dataset][key]
 
 
 # ---------------------------------------------------------------- the model
