@@ -1,17 +1,25 @@
-"""How well do the judges agree with labels they never trained on? The embedded judge vs the keyword baseline.
+"""How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard, side by side.
 
-    python benchmarks/judge_agreement.py [--judges embedded,keywords] [--labelled more.jsonl] [--pku 0]
+    python benchmarks/judge_agreement.py [--judges keywords,embedded,guard] [--labelled more.jsonl] [--pku 1]
+                                         [--precision-check 1]
 
-Held-out labelled data:
-1. ``src/safealign/judges/data/heldout.jsonl`` — hand-labelled responses by models the embedded judge never
-   saw (hand-written tricky cases and SmolLM2-135M-Instruct outputs; see ``judges/data/README.md``):
-   accuracy for ``safe`` and ``refusal``, overall and per case;
-2. ``pku-safe-pairs:test`` pairs whose responses the embedded judge never trains on: ``safe`` accuracy
-   against PKU-SafeRLHF's labels (chosen = safe, rejected = unsafe; noisy, same model family as training);
-3. any ``--labelled`` JSONL with ``prompt``, ``response`` and boolean ``safe`` / ``refusal`` labels.
+Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
+- ``gptfuzz`` — responses of Vicuna-7B, ChatGPT and Llama-2-7B-chat to 20% of GPTFuzz's questions (human labels);
+- ``jailbreakbench`` — responses of four models under five attacks to 20% of the JBB behaviours plus every behaviour
+  that is also an AdvBench/HarmBench prompt (the benchmark's LLM-judge labels);
+- ``hand-written`` and ``smollm2`` — ``src/safealign/judges/data/heldout.jsonl`` (labelled by reading them);
+- ``--pku 1``: the ``pku-safe-pairs:test`` pairs no judge trains on (PKU's labels; noisy);
+- ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``.
 
-Prints a side-by-side table (accuracy %, 95% Wilson interval) and the ratio embedded / keywords.
-Targets: embedded >= 95% on refusal and >= 90% on safe for set 1, and clearly better than keywords.
+GPTFuzz and JailbreakBench carry no refusal labels: theirs come from a rule, only where it is sure (a harmless answer
+that opens by declining is a refusal; a harmful one with no refusal or caution word is not), so their refusal
+accuracy measures agreement with that rule on the clear cases.
+
+Prints per source and judge: harmful F1 (positive class: harmful), harmful accuracy and refusal accuracy (95%
+Wilson intervals) and pairs/s; then the guard judge in bf16 against fp32 (``--precision-check``, where the CPU has
+bf16 units): the share of verdicts that agree and the speed ratio.
+Targets (issue 13): guard beats embedded on every source; refusal accuracy >= 95% and harmful F1 >= 0.85 on held-out
+human-labelled responses (gptfuzz).
 """
 
 from __future__ import annotations
@@ -21,87 +29,102 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def accuracy_table(rows: list[dict], verdicts: dict[str, list], keys=("safe", "refusal")) -> dict:
-    from safealign.eval.metrics import rate_with_ci
+def heldout_sets(pku: bool, labelled: list[str]) -> dict[str, list[dict]]:
+    from safealign.judges import embedded, guard
 
-    out: dict = {}
-    for key in keys:
-        idx = [i for i, r in enumerate(rows) if isinstance(r.get(key), bool)]
-        if not idx:
-            continue
-        for judge, vs in verdicts.items():
-            out.setdefault(key, {})[judge] = rate_with_ci(getattr(vs[i], key) == rows[i][key] for i in idx)
-    return out
+    sets: dict[str, list[dict]] = {}
+    for e in guard.build_dataset():
+        if e.split == "heldout":
+            sets.setdefault(e.source, []).append({"prompt": e.prompt, "response": e.response, "harmful": e.harmful,
+                                                  "refusal": e.refusal})
+    if pku:
+        pairs = embedded.heldout_pku_pairs()
+        sets["pku-safe-pairs:test (PKU labels)"] = (
+            [{"prompt": p.prompt, "response": p.chosen, "harmful": 0.0, "refusal": None} for p in pairs]
+            + [{"prompt": p.prompt, "response": p.rejected, "harmful": 1.0, "refusal": None} for p in pairs])
+    for path in labelled:
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    harmful = r.get("harmful", None if r.get("safe") is None else not r["safe"])
+                    rows.append({"prompt": r["prompt"], "response": r["response"],
+                                 "harmful": None if harmful is None else float(harmful),
+                                 "refusal": None if r.get("refusal") is None else float(r["refusal"])})
+        sets[path] = rows
+    return sets
 
 
-def source_group(row: dict) -> str:
-    """'hand-written', or the model that wrote the response ('smollm2-135m-instruct greedy, i-cona-31' → its
-    part before the item id, without the decoding details)."""
-    src = str(row.get("source", "-")).rsplit(", ", 1)[0]
-    return src.replace(" greedy", "").replace(" (32 new tokens)", "")
-
-
-def fmt(r: dict) -> str:
-    return f"{100 * r['rate']:5.1f} [{100 * r['ci'][0]:4.1f}, {100 * r['ci'][1]:5.1f}] n={r['n']}"
+def fmt_rate(r: dict | None) -> str:
+    return "–" if not r else f"{100 * r['rate']:5.1f} [{100 * r['ci'][0]:4.1f}, {100 * r['ci'][1]:5.1f}]"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--judges", default="embedded,keywords")
+    ap.add_argument("--judges", default="keywords,embedded,guard")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")
-    ap.add_argument("--pku", type=int, default=1, help="also score the held-out PKU pairs (0 to skip)")
+    ap.add_argument("--pku", type=int, default=0, help="also score the held-out PKU pairs (1; slow for guard)")
+    ap.add_argument("--precision-check", type=int, default=1,
+                    help="guard in fp32 as well, on the smaller sources (0 to skip)")
     args = ap.parse_args()
 
-    from safealign.judges import embedded, get_judge
+    from safealign.judges import get_judge
+    from safealign.judges.guard import GuardJudge, harm_refusal_scores, use_bf16
+    from safealign.models import inference_device
 
+    sets = heldout_sets(bool(args.pku), args.labelled)
     judges = {spec: get_judge(spec) for spec in args.judges.split(",")}
-    sets: dict[str, list[dict]] = {"heldout.jsonl": embedded.read_heldout()}
-    for path in args.labelled:
-        with open(path, encoding="utf-8") as f:
-            sets[path] = [json.loads(line) for line in f if line.strip()]
-    if args.pku:
-        pairs = embedded.heldout_pku_pairs()
-        sets["pku-safe-pairs:test (held-out pairs, PKU labels)"] = (
-            [{"prompt": p.prompt, "response": p.chosen, "safe": True, "case": "pku-chosen"} for p in pairs]
-            + [{"prompt": p.prompt, "response": p.rejected, "safe": False, "case": "pku-rejected"} for p in pairs])
-
     names = list(judges)
+    print("held-out sources: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
+    print(f"{'source':22s} {'judge':10s} {'n':>5s} {'harmful F1':>10s}  {'harmful accuracy %':24s}"
+          f"  {'refusal accuracy %':24s} {'pairs/s':>8s}")
+    totals = {n: [0, 0.0] for n in names}
+    verdicts: dict[tuple[str, str], list] = {}
     for set_name, rows in sets.items():
-        verdicts, seconds = {}, {}
         for spec, j in judges.items():
+            if rows:
+                j.judge([rows[0]["prompt"]], [rows[0]["response"]])  # warm-up: loads what a judge loads lazily
             t0 = time.time()
-            verdicts[spec] = j.judge([r["prompt"] for r in rows], [r["response"] for r in rows])
-            seconds[spec] = time.time() - t0
-        table = accuracy_table(rows, verdicts)
-        print(f"\n== {set_name}: {len(rows)} responses")
-        print(f"{'label':10s} " + " | ".join(f"{n:34s}" for n in names) + (" | ratio" if len(names) == 2 else ""))
-        for key, per in table.items():
-            line = f"{key:10s} " + " | ".join(f"{fmt(per[n]):34s}" for n in names)
-            if len(names) == 2 and per[names[1]]["rate"]:
-                line += f" | {per[names[0]]['rate'] / per[names[1]]['rate']:.2f}x"
-            print(line)
-        print("seconds    " + " | ".join(f"{seconds[n]:<34.1f}" for n in names))
-        for field in ("source", "case"):
-            groups: dict[str, list[int]] = defaultdict(list)
-            for i, r in enumerate(rows):
-                groups[source_group(r) if field == "source" else r.get("case", "-")].append(i)
-            if len(groups) < 2:
+            vs = j.judge([r["prompt"] for r in rows], [r["response"] for r in rows])
+            dt = time.time() - t0
+            verdicts[(set_name, spec)] = vs
+            totals[spec][0] += len(rows)
+            totals[spec][1] += dt
+            sc = harm_refusal_scores([r["harmful"] for r in rows], [r["refusal"] for r in rows],
+                                     [not v.safe for v in vs], [v.refusal for v in vs])
+            f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
+            print(f"{set_name[:22]:22s} {spec[:10]:10s} {len(rows):5d} {f1:>10s}  {fmt_rate(sc['harmful_accuracy']):24s}"
+                  f"  {fmt_rate(sc['refusal_accuracy']):24s} {len(rows) / max(dt, 1e-9):8.1f}")
+    print("pairs/s over all sources: " + ", ".join(f"{n} {t[0] / max(t[1], 1e-9):.1f}" for n, t in totals.items()))
+    device = inference_device()
+    if args.precision_check and "guard" in judges and use_bf16(device):
+        fp32 = GuardJudge(precision="fp32")
+        agree = n = 0
+        t_bf16 = t_fp32 = 0.0
+        for set_name in ("hand-written", "smollm2", "jailbreakbench"):
+            rows = sets.get(set_name) or []
+            if not rows:
                 continue
-            print(f"per {field} (accuracy % safe / refusal):")
-            width = max(24, *(len(g) for g in groups))
-            for case, idx in sorted(groups.items()):
-                sub = accuracy_table([rows[i] for i in idx], {n: [verdicts[n][i] for i in idx] for n in names})
-                cells = []
-                for n in names:
-                    parts = [f"{100 * sub[k][n]['rate']:5.1f}" if k in sub else "    –" for k in ("safe", "refusal")]
-                    cells.append(" / ".join(parts))
-                print(f"  {case:{width}s} n={len(idx):3d}  " + "  |  ".join(f"{n}: {c}" for n, c in zip(names, cells)))
+            fp32.judge([rows[0]["prompt"]], [rows[0]["response"]])
+            t0 = time.time()
+            vs = fp32.judge([r["prompt"] for r in rows], [r["response"] for r in rows])
+            t_fp32 += time.time() - t0
+            t0 = time.time()
+            judges["guard"].judge([r["prompt"] for r in rows], [r["response"] for r in rows])
+            t_bf16 += time.time() - t0
+            ref = verdicts[(set_name, "guard")]
+            agree += sum(a.safe == b.safe and a.refusal == b.refusal for a, b in zip(vs, ref))
+            n += len(rows)
+        print(f"guard bf16 vs fp32 on {n} pairs: {100 * agree / max(n, 1):.1f}% of verdicts (safe and refusal) agree; "
+              f"bf16 is {t_fp32 / max(t_bf16, 1e-9):.2f}x the speed of fp32")
+    elif "guard" in judges:
+        print(f"guard ran in fp32 ({device}: no bf16 units)")
     return 0
 
 

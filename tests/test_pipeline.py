@@ -272,20 +272,38 @@ judge: embedded
 benchmarks: harm
 methods:
   rm: {{limit: 8, eval_limit: 0}}
-  raft: {{ranker: rm, T: 1, B: 2, K: 2}}
+  raft: {{ranker: rm, T: 1, B: 2, K: 2, independent_judge: embedded}}
 """)
     stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))
     by = {s.name: s for s in stages}
     assert stages[0].name == "judge/embedded" and stages[0].deps == []  # first: it trains beside the first method
     h = embedded.training_hash()
     assert by["judge/embedded"].settings["training_hash"] == h
-    # a retrained judge redoes the evals and RAFT (its independent judge defaults to embedded), not the RM
+    # a retrained judge redoes the evals and RAFT (judged by it), not the RM
     assert by["eval/base"].settings["embedded_judge"] == h and by["train/raft"].settings["embedded_judge"] == h
     assert "embedded_judge" not in by["train/rm"].settings
     keywords_only = plan(load_config(RunConfig, cfg_path, ["judge=keywords", "methods.raft.independent_judge=keywords"]),
                          tmp_path / "run", str(cfg_path))
     assert "judge/embedded" not in [s.name for s in keywords_only]
     assert not any("embedded_judge" in s.settings for s in keywords_only)
+
+
+def test_the_guard_judge_is_a_stage_and_its_weights_are_in_what_uses_them(tmp_path, tiny_lm_dir, data_dir):
+    from safealign.judges import guard
+
+    cfg_path = write_cfg(tmp_path / "c.yaml", f"""
+model: {tiny_lm_dir}
+benchmarks: harm
+methods:
+  rm: {{limit: 8, eval_limit: 0}}
+  raft: {{ranker: rm, T: 1, B: 2, K: 2}}
+""")  # the default judge, and RAFT's default independent judge, is guard
+    stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))
+    by = {s.name: s for s in stages}
+    wid = guard.weights_id()
+    assert stages[0].name == "judge/guard" and by["judge/guard"].settings["weights"] == wid != "guard@missing"
+    assert by["eval/base"].settings["guard_judge"] == wid and by["train/raft"].settings["guard_judge"] == wid
+    assert "guard_judge" not in by["train/rm"].settings and "judge/embedded" not in by
 
 
 @pytest.mark.parametrize("name", ["quickstart", "sweep", "contrast", "paper"])
@@ -295,4 +313,5 @@ def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
     stages = plan(load_config(RunConfig, path), tmp_path / "run", str(path))
     names = [s.name for s in stages]
     assert names[-1] == "report" and "eval/base" in names and any(n.startswith("train/") for n in names)
-    assert ("judge/embedded" in names) == (name != "paper")  # the paper's config judges with Llama Guard
+    assert ("judge/guard" in names) == (name == "quickstart")  # the default judge
+    assert ("judge/embedded" in names) == (name in ("sweep", "contrast"))  # their figures were measured with it

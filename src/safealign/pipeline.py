@@ -96,7 +96,7 @@ class ReportConfig:
 class RunConfig:
     model: str = option("smollm2-135m-instruct", "base model: embedded name, HF id, model dir or .gguf")
     seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
-    judge: str = option("embedded", "safety judge for every eval: embedded, keywords, hf-classifier:M, "
+    judge: str = option("guard", "safety judge for every eval: guard (shipped), embedded, keywords, hf-classifier:M, "
                         "llama-guard:M, openai:M or rm:DIR (src/safealign/judges/)")
     helpful_scorer: str | None = option(None, "reward scorer for helpfulness, e.g. rm:@rm (the RM of this run)")
     benchmarks: str = option("harm,xstest,benign,helpful", "benchmarks and groups to evaluate every model on")
@@ -518,7 +518,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
         return str(spec or "").strip() == "embedded"
 
     raft_with_embedded = {f"train/{s.name}" for s in specs if s.method == "raft" and (
-        uses_embedded(s.section.get("ranker")) or uses_embedded(s.section.get("independent_judge", "embedded")))}
+        uses_embedded(s.section.get("ranker")) or uses_embedded(s.section.get("independent_judge", "guard")))}
     needs_judge_stage = uses_embedded(cfg.judge) or bool(raft_with_embedded)
 
     # train
@@ -536,6 +536,21 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                                                 "seed": cfg.seed}, _train_action(module, recipe_cfg),
                             dirs[s.name], deps_of(s.section)))
 
+    uses_guard = any(str(x or "").strip() == "guard" for x in [cfg.judge] + [
+        s.section.get(k, "guard" if k == "independent_judge" else None)
+        for s in specs if s.method == "raft" for k in ("ranker", "independent_judge")])
+    guard_id = None
+    if uses_guard:  # the shipped judge: nothing to train; its stage records which weights made the numbers
+        from safealign.judges import guard
+
+        guard_id = guard.weights_id()
+        for st in stages:
+            if st.name.startswith("train/") and st.settings.get("method") == "raft" and "guard" in (
+                    str(st.settings["section"].get("ranker")), str(st.settings["section"].get("independent_judge",
+                                                                                               "guard"))):
+                st.settings["guard_judge"] = guard_id  # new weights redo what they judged
+        stages.insert(0, Stage("judge/guard", {"judge": "guard", "weights": guard_id},
+                               _judge_action("guard"), run_dir / "judge" / "guard", []))
     judge_hash = None
     if needs_judge_stage:  # after the recipe configs are validated: the hash reads the judge's training data
         from safealign.judges import embedded
@@ -556,6 +571,8 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                      "generation": to_dict(cfg.generation), "helpful_scorer": cfg.helpful_scorer}
     if uses_embedded(cfg.judge):
         eval_settings["embedded_judge"] = judge_hash
+    if str(cfg.judge or "").strip() == "guard":
+        eval_settings["guard_judge"] = guard_id
     eval_deps = deps_of(cfg.judge, cfg.helpful_scorer or "")
     judge, scorer = _resolve(cfg.judge, dirs), _resolve(cfg.helpful_scorer, dirs)
     eval_dirs: dict[str, Path] = {}

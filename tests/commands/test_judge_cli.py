@@ -70,3 +70,16 @@ def test_eval_cli_on_the_embedded_model(tmp_path, data_dir):
     assert s["benchmarks"]["q-harm"]["n"] == 2 and (out / "summary.md").exists()
     rows = [json.loads(x) for x in (out / "responses.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(row["response"] for row in rows)
+
+
+def test_judge_train_guard_needs_an_out_dir():
+    r = cli("judge", "train", "--judge", "guard")
+    assert r.returncode == 2 and "--out DIR is needed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_judge_score_with_a_missing_guard_dir_is_one_line(tmp_path):
+    inp = tmp_path / "pairs.jsonl"
+    inp.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n")
+    r = cli("judge", "score", "--judge", f"guard:{tmp_path / 'nope'}", "--input", inp, "--out", tmp_path / "o.jsonl")
+    assert r.returncode == 2 and "head.safetensors" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.jsonl").exists()

@@ -19,8 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--benchmarks", default="harm,benign,xstest",
                    help="comma-separated names or groups: harm, benign, xstest, advbench, harmbench, donotanswer, "
                         "helpful, or prompt files (default: harm,benign,xstest)")
-    p.add_argument("--judge", default="embedded",
-                   help="keywords | embedded | hf-classifier:<model> | llama-guard:<model> | openai:<model> | rm:<dir>")
+    p.add_argument("--judge", default="guard",
+                   help="guard (default, shipped) | embedded | keywords | hf-classifier:<model> | llama-guard:<model> | "
+                        "openai:<model> | rm:<dir> | guard:<dir>")
     p.add_argument("--limit", type=int, default=None, help="first N prompts of each benchmark (XSTest: N per half)")
     p.add_argument("--out", required=True, help="result dir (rerun with the same dir to resume)")
     p.add_argument("--helpful-scorer", default=None,

@@ -1,12 +1,13 @@
-"""``safealign judge``: score (prompt, response) pairs with any judge, and train the embedded judge.
+"""``safealign judge``: score (prompt, response) pairs with any judge, and train the guard or embedded judge.
 
-    safealign judge score --judge embedded --input pairs.jsonl --out judged.jsonl
-    safealign judge train [--out DIR] [--limit N]
+    safealign judge score --judge guard --input pairs.jsonl --out judged.jsonl
+    safealign judge train --judge guard --out DIR [--limit N]     # reproduces the shipped guard judge
+    safealign judge train --judge embedded [--out DIR]             # the older MiniLM judge (cached)
 
 ``score`` reads JSONL lines with ``prompt`` and ``response`` and writes the same lines with ``safe``,
 ``refusal``, ``score`` and ``judge`` added (``verdict_category`` too when the judge gives one). To audit a
 judge against your own labels, put them in ``label_safe`` / ``label_refusal`` (booleans): the agreement is
-printed. ``train`` trains the embedded judge and prints its held-out accuracy.
+printed. ``train`` trains a judge and prints its held-out accuracy (per source for ``guard``).
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("judge", help="score pairs with a judge; train the embedded judge")
+    p = sub.add_parser("judge", help="score pairs with a judge; train the guard or embedded judge")
     jsub = p.add_subparsers(dest="judge_command", required=True)
     sp = jsub.add_parser("score", help="add safe/refusal/score to JSONL lines with prompt and response")
-    sp.add_argument("--judge", default="embedded", help="judge spec (see `safealign eval --help`)")
+    sp.add_argument("--judge", default="guard", help="judge spec (see `safealign eval --help`)")
     sp.add_argument("--input", required=True, help="JSONL with prompt and response per line")
     sp.add_argument("--out", required=True, help="output JSONL (written atomically)")
     sp.add_argument("--batch-size", type=int, default=32)
     sp.set_defaults(func=run_score)
-    tp = jsub.add_parser("train", help="train the embedded judge (cached; prints its held-out accuracy)")
+    tp = jsub.add_parser("train", help="train a judge (prints its held-out accuracy)")
+    tp.add_argument("--judge", choices=("guard", "embedded"), default="guard",
+                    help="guard: SmolLM2 features + a head (the shipped default; needs --out); embedded: MiniLM")
     tp.add_argument("--out", default=None,
-                    help="dir for the trained judge (default: the cache; load it with --judge embedded:DIR)")
+                    help="dir for the trained judge (load it with --judge guard:DIR or embedded:DIR; embedded "
+                         "defaults to the cache)")
     tp.add_argument("--limit", type=int, default=None, help="cap each training source at N items (quick runs)")
     tp.add_argument("--seed", type=int, default=0)
     tp.add_argument("--overwrite", action="store_true", help="retrain even if a trained judge is there")
@@ -93,6 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise SafealignError("--limit must be >= 1", field="limit")
+    if args.judge == "guard":
+        return _train_guard(args)
     d = embedded.train(args.out, limit=args.limit, seed=args.seed, overwrite=args.overwrite)
     meta = json.loads((d / "meta.json").read_text())
     print(f"embedded judge: {d}")
@@ -106,3 +112,33 @@ def run_train(args: argparse.Namespace) -> int:
                 f"{k} {100 * v['rate']:.1f}% [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}] (n={v['n']})"
                 for k, v in acc.items()))
     return 0
+
+
+def _train_guard(args: argparse.Namespace) -> int:
+    from safealign.errors import SafealignError
+    from safealign.judges import guard
+
+    if not args.out:
+        raise SafealignError("--out DIR is needed for --judge guard (the shipped judge is read-only; use it "
+                             "with --judge guard:DIR)", field="out")
+    d = guard.train(args.out, seed=args.seed, limit=args.limit, overwrite=args.overwrite)
+    print(f"guard judge: {d}")
+    print_guard_card(guard.GuardJudge(d).card)
+    return 0
+
+
+def print_guard_card(card: dict) -> None:
+    """The card's held-out scores, one line per source."""
+    print(f"data {card['data_hash']}, code {card['code_hash']}, features in {card['feature_dtype']}; "
+          f"{card['seconds']['total']} s ({card['seconds']['features']} s of features)")
+    for src, n in card["sources"].items():
+        line = f"  {src}: trained on {n['train']}, held out {n['heldout']}"
+        sc = card["heldout"].get(src)
+        if sc:
+            f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
+            acc = sc["harmful_accuracy"]
+            ref = sc["refusal_accuracy"]
+            line += (f"; harmful F1 {f1}, harmful accuracy "
+                     + ("–" if not acc else f"{100 * acc['rate']:.1f}% (n={acc['n']})")
+                     + ", refusal accuracy " + ("–" if not ref else f"{100 * ref['rate']:.1f}% (n={ref['n']})"))
+        print(line)

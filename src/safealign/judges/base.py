@@ -30,6 +30,7 @@ class Judge(Protocol):
 
 
 MODULES: dict[str, str] = {
+    "guard": "safealign.judges.guard",
     "keywords": "safealign.judges.keywords",
     "embedded": "safealign.judges.embedded",
     "hf-classifier": "safealign.judges.hf_classifier",

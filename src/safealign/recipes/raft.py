@@ -55,7 +55,7 @@ class Config:
     model: str = option(EMBEDDED_NAME, "the model to improve: embedded name, HF id or model dir")
     ranker: str = option("", "judge that ranks the K samples by Verdict.score: rm:<dir>, hf-classifier:<id>, "
                              "llama-guard:<id>, embedded, keywords, ... (required)")
-    independent_judge: str = option("embedded", "judge that reports how safe the kept responses are (not the ranker)")
+    independent_judge: str = option("guard", "judge that reports how safe the kept responses are (not the ranker)")
     harmful_prompts: str = option("bianchi-safety", "harmful prompts: a dataset name or file")
     benign_prompts: str = option("alpaca-test:train", "benign prompts: a dataset name or file")
     mix: float = option(0.5, "share of harmful prompts per iteration (the paper: 0.5)")
@@ -79,7 +79,7 @@ def _check(cfg: Config) -> None:
         raise SafealignError("RAFT needs a ranker: rm:<dir> (a reward model from `safealign train rm`), "
                              "hf-classifier:<id>, embedded or keywords", field="ranker")
     if not cfg.independent_judge:
-        raise SafealignError("RAFT needs an independent judge (e.g. embedded) to report how safe the kept set is",
+        raise SafealignError("RAFT needs an independent judge (e.g. guard) to report how safe the kept set is",
                              field="independent_judge")
     for name in ("T", "B", "K"):
         if getattr(cfg, name) < 1:

@@ -406,6 +406,24 @@ def provenance_section(run: dict) -> Section:
                 acc_rows.append([f"{name} ({info.get('id', '?')})", label]
                                 + [pct_ci(acc[k].get("rate"), acc[k].get("ci")) if isinstance(acc.get(k), dict) else "–"
                                    for k in ("safe", "refusal")])
+    guard_rows = []
+    for name, info in run.get("judges", {}).items():
+        for src, sc in ((info.get("meta") or {}).get("heldout_by_source") or {}).items():
+            if not isinstance(sc, dict):
+                continue
+            acc, ref = sc.get("harmful_accuracy") or {}, sc.get("refusal_accuracy") or {}
+            guard_rows.append([f"{name} ({info.get('id', '?')})", f"{src} (n={sc.get('n', '?')})",
+                               "–" if sc.get("harmful_f1") is None else f"{sc['harmful_f1']:.3f}",
+                               pct_ci(acc.get("rate"), acc.get("ci")), pct_ci(ref.get("rate"), ref.get("ci"))])
+    if guard_rows:
+        tables.append(Table("How accurate the judge is, per held-out source",
+                            ["judge", "held-out source", "harmful F1", "safe/harmful accuracy %", "refusal accuracy %"],
+                            guard_rows,
+                            "Measured when the judge was trained (its card.json), on responses whose prompts it never "
+                            "trained on: GPTFuzz (human labels; Vicuna, ChatGPT, Llama-2), JailbreakBench (its LLM "
+                            "judge's labels; four models under five attacks), hand-written cases and SmolLM2 outputs "
+                            "(labelled by reading them). Refusal labels of the first two come from a rule and exist "
+                            "only where it is sure. 95% intervals.", "judge-accuracy-table"))
     if acc_rows:
         tables.append(Table("How accurate the judge is", ["judge", "measured on", "safe accuracy %",
                                                           "refusal accuracy %"], acc_rows,
