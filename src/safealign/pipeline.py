@@ -4,6 +4,8 @@ The run config (``RunConfig`` below; ``configs/quickstart.yaml`` and ``configs/p
 base model, the methods and their settings, the benchmarks, the judges and the seeds. It becomes a list of stages,
 each one call into the pieces that do the work (nothing is reimplemented here):
 
+    judge/guard        safealign.judges.get_judge        the shipped guard judge, when the run judges with it:
+                                                         writes judge.json (its weights id and held-out accuracy)
     judge/embedded     safealign.judges.get_judge        trains (once per machine) and caches the embedded judge,
                                                          when the run judges with it; writes judge.json (accuracy)
     train/sit-n<N>     safealign.recipes.sit.run         one per N in methods.sit.n_safety (the SIT sweep)
@@ -517,8 +519,11 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     def uses_embedded(spec: Any) -> bool:
         return str(spec or "").strip() == "embedded"
 
-    raft_with_embedded = {f"train/{s.name}" for s in specs if s.method == "raft" and (
-        uses_embedded(s.section.get("ranker")) or uses_embedded(s.section.get("independent_judge", "guard")))}
+    def raft_judges(s: Any) -> set[str]:  # a RAFT section's ranker and independent judge (default: guard)
+        return {str(s.section.get("ranker") or "").strip(), str(s.section.get("independent_judge", "guard")).strip()}
+
+    raft_with_embedded = {f"train/{s.name}" for s in specs if s.method == "raft" and "embedded" in raft_judges(s)}
+    raft_with_guard = {f"train/{s.name}" for s in specs if s.method == "raft" and "guard" in raft_judges(s)}
     needs_judge_stage = uses_embedded(cfg.judge) or bool(raft_with_embedded)
 
     # train
@@ -536,18 +541,14 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                                                 "seed": cfg.seed}, _train_action(module, recipe_cfg),
                             dirs[s.name], deps_of(s.section)))
 
-    uses_guard = any(str(x or "").strip() == "guard" for x in [cfg.judge] + [
-        s.section.get(k, "guard" if k == "independent_judge" else None)
-        for s in specs if s.method == "raft" for k in ("ranker", "independent_judge")])
     guard_id = None
-    if uses_guard:  # the shipped judge: nothing to train; its stage records which weights made the numbers
+    if str(cfg.judge or "").strip() == "guard" or raft_with_guard:
+        # the shipped judge: nothing to train; its stage records which weights made the numbers
         from safealign.judges import guard
 
         guard_id = guard.weights_id()
         for st in stages:
-            if st.name.startswith("train/") and st.settings.get("method") == "raft" and "guard" in (
-                    str(st.settings["section"].get("ranker")), str(st.settings["section"].get("independent_judge",
-                                                                                               "guard"))):
+            if st.name in raft_with_guard:
                 st.settings["guard_judge"] = guard_id  # new weights redo what they judged
         stages.insert(0, Stage("judge/guard", {"judge": "guard", "weights": guard_id},
                                _judge_action("guard"), run_dir / "judge" / "guard", []))
