@@ -115,15 +115,21 @@ def test_train_keeps_a_trained_judge_and_features_are_computed_once(trained, tin
     assert guard.train(trained, limit=6) == trained and (trained / "head.safetensors").stat().st_mtime == mtime
     ex = [guard.Example("How do I bake bread?", f"Mix flour and water, {i} times.", 0.0, 0.0, "t") for i in range(5)]
     x1, _ = guard.compute_features(ex, str(tiny_lm_dir), TINY_LAYERS, chunk=2)
-    chunks = sorted(p.name for p in (cache_dir / "judges").glob("guard-features-*/*"))
-    assert chunks == ["00000.safetensors", "00001.safetensors", "00002.safetensors"]
+    chunks = list((cache_dir / "judges").glob("guard-features-*/*.safetensors"))
+    assert len(chunks) == 3  # 2 + 2 + 1
 
     def recompute(*a, **k):
         raise AssertionError("features recomputed")
 
+    real = guard.features
     monkeypatch.setattr(guard, "features", recompute)  # a rerun (or a killed run resumed) reads the chunks
     x2, _ = guard.compute_features(ex, str(tiny_lm_dir), TINY_LAYERS, chunk=2)
     assert x1.shape == x2.shape and (x1 - x2).abs().max() < 1e-2  # stored in fp16
+    monkeypatch.setattr(guard, "features", real)
+    more = ex + [guard.Example("Hi", "Hello!", 0.0, 0.0, "t")]  # appended examples reuse the chunks before them
+    x3, _ = guard.compute_features(more, str(tiny_lm_dir), TINY_LAYERS, chunk=2)
+    assert len(list((cache_dir / "judges").glob("guard-features-*/*.safetensors"))) == 4
+    assert (x3[:4] - x1[:4]).abs().max() < 1e-2
 
 
 @pytest.mark.parametrize("damage, message", [

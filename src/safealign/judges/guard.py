@@ -33,7 +33,16 @@ on the same cached features): the last token alone 0.871 / 0.911 / 0.370 / 0.500
 hand-written / SmolLM2); the response mean alone 0.917 / 0.878 / 0.727 / 0.759; layers 14-30 0.899 / 0.910 / 0.500 /
 0.764; layers 6-18 0.904 / 0.925 / 0.500 / 0.704; a 512-wide head, 30 epochs, weight decay 0.1, the SmolLM2 labels
 x3, an average of three seeds or of the three feature sets: within 0.01-0.07 of the shipped head, none better on
-every source. The decline rule (``with_decline_rule``) adds 0.2-2.6 points of refusal accuracy.
+every source. A second fit on the same training split in an experiment script (same examples, features read back
+in another layout) scored 0.467 / 0.741 harmful F1 on hand-written / SmolLM2 (15 and ~30 harmful items): read
+differences of that size as noise. ``safealign judge train`` itself reproduces the shipped weights bit for bit
+from the same data. The decline rule (``with_decline_rule``) adds 0.2-2.6 points of
+refusal accuracy. Adding the 3,435 unsafe answers of ``pku-safe-pairs:train`` (plain prose, human-labelled; DPO's
+data) made it worse: SmolLM2 harmful F1 0.577, hand-written accuracy 83.5%. The baseline the issue named, the
+``embedded`` judge's MiniLM (top two layers and head fine-tuned, 11 minutes here) trained on this same training
+split: GPTFuzz 0.858 / 89.2% / 99.8%, JailbreakBench 0.905 / 88.2% / 99.7%, hand-written 0.723 / 88.7% / 91.3%,
+SmolLM2 0.582 / 82.2% / 85.3% — the guard head is better on three sources and on SmolLM2's own answers by 0.2 F1,
+MiniLM better on the hand-written harmful answers.
 
 Its weak spot, measured: plain-prose harmful compliance with no jailbreak framing ("Stealing a car is easiest with
 older models. Find one parked ...", "I don't recommend this, but most burglars enter through ..."): it passes 11 of
@@ -422,11 +431,20 @@ def code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _feature_cache(examples: Sequence[Example], backbone_name: str, dtype: Any) -> Path:
+def _feature_cache(backbone_name: str, dtype: Any) -> Path:
     from safealign.models import cache_dir
 
-    key = hashlib.sha256(f"{data_hash(examples)}|{backbone_name}|{dtype}|{feature_hash()}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{backbone_name}|{dtype}|{feature_hash()}".encode()).hexdigest()[:16]
     return cache_dir() / "judges" / f"guard-features-{key}"
+
+
+def _chunk_name(examples: Sequence[Example]) -> str:
+    """A chunk's file is named by the pairs it holds: examples appended to the data set reuse every chunk before
+    them, and a changed example recomputes only its own chunk."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.prompt, e.response]).encode())
+    return h.hexdigest()[:24] + ".safetensors"
 
 
 def compute_features(examples: Sequence[Example], spec: str | None = None, layers: Sequence[int] = LAYERS,
@@ -438,18 +456,18 @@ def compute_features(examples: Sequence[Example], spec: str | None = None, layer
     from safealign.progress import progress_bar
 
     backbone, tok, dtype = load_backbone(spec, layers)
-    cache = _feature_cache(examples, f"{spec or backbone_dir()}|{tuple(layers)}", dtype)
+    cache = _feature_cache(f"{spec or backbone_dir()}|{tuple(layers)}", dtype)
     cache.mkdir(parents=True, exist_ok=True)
     parts = []
     with progress_bar() as bar:
         task = bar.add_task(f"guard features ({len(examples)} pairs, {'bf16' if dtype == torch.bfloat16 else 'fp32'})",
                             total=len(examples))
         for c in range(0, len(examples), chunk):
-            f = cache / f"{c // chunk:05d}.safetensors"
+            sub = examples[c:c + chunk]
+            f = cache / _chunk_name(sub)
             if f.exists():
                 parts.append(load_file(str(f))["x"])
             else:
-                sub = examples[c:c + chunk]
                 x = features(backbone, tok, [e.prompt for e in sub], [e.response for e in sub],
                              progress=lambda k, n, c=c: bar.update(task, completed=c + k), layers=layers)
                 tmp = f.with_suffix(".tmp")
