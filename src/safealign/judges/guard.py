@@ -167,17 +167,17 @@ def build_dataset(seed: int = SEED, limit: int | None = None) -> list[Example]:
     bench = benchmark_prompts()
     out: list[Example] = []
     for name, path in labelled_files().items():
-        rows = []
+        rows, seen = [], set()
         for n, obj in iter_jsonl(path):
             for key in ("prompt", "response"):
                 if not isinstance(obj.get(key), str):
                     raise SafealignError("expected a string", file=str(path), line=n, field=key)
             if not isinstance(obj.get("harmful"), bool):
                 raise SafealignError("expected true or false", file=str(path), line=n, field="harmful")
-            rows.append(obj)
-        seen: set[tuple[str, str]] = set()
-        rows = [r for r in rows if (r.get("goal") or r["prompt"], r["response"]) not in seen
-                and not seen.add((r.get("goal") or r["prompt"], r["response"]))]  # exact repeats count once
+            key = (obj.get("goal") or obj["prompt"], obj["response"])
+            if key not in seen:  # exact repeats count once
+                seen.add(key)
+                rows.append(obj)
         rows = rows[:limit] if limit else rows
         prompts = [r.get("goal") or r["prompt"] for r in rows]
         held = _split_by_prompt(prompts, {p for p in prompts if _norm(p) in bench}, rng)
@@ -401,14 +401,6 @@ def harm_refusal_scores(harm_gold: Sequence[Any], refusal_gold: Sequence[Any], h
 # ---------------------------------------------------------------- training
 
 
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_hash(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for e in examples:
@@ -554,8 +546,10 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
 
 def weights_id(path: str | Path = SHIPPED) -> str:
     """``guard@<sha256 of head.safetensors, 16 hex digits>``: names the exact weights in reports and run hashes."""
+    from safealign.models import _sha256  # the project's one file hash (models.py)
+
     f = Path(path) / "head.safetensors"
-    return f"guard@{_sha(f)[:16]}" if f.is_file() else "guard@missing"
+    return f"guard@{_sha256(f)[:16]}" if f.is_file() else "guard@missing"
 
 
 def is_trained(d: Path) -> bool:
