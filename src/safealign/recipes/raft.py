@@ -54,7 +54,7 @@ RUN_FILES = {"safealign.json", "config.yaml", "log.jsonl", "README.md"}
 class Config:
     model: str = option(EMBEDDED_NAME, "the model to improve: embedded name, HF id or model dir")
     ranker: str = option("", "judge that ranks the K samples by Verdict.score: rm:<dir>, hf-classifier:<id>, "
-                             "llama-guard:<id>, embedded, keywords, ... (required)")
+                             "llama-guard:<id>, guard, embedded, keywords, ... (required)")
     independent_judge: str = option("guard", "judge that reports how safe the kept responses are (not the ranker)")
     harmful_prompts: str = option("bianchi-safety", "harmful prompts: a dataset name or file")
     benign_prompts: str = option("alpaca-test:train", "benign prompts: a dataset name or file")
