@@ -83,3 +83,13 @@ def test_judge_score_with_a_missing_guard_dir_is_one_line(tmp_path):
     r = cli("judge", "score", "--judge", f"guard:{tmp_path / 'nope'}", "--input", inp, "--out", tmp_path / "o.jsonl")
     assert r.returncode == 2 and "head.safetensors" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("judge", ["guard", "embedded"])
+def test_judge_train_never_replaces_a_dir_that_is_not_a_judge(tmp_path, judge):
+    keep = tmp_path / "mywork" / "notes.txt"
+    keep.parent.mkdir()
+    keep.write_text("mine")
+    r = cli("judge", "train", "--judge", judge, "--out", keep.parent, "--overwrite")
+    assert r.returncode == 2 and "refusing to replace it" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert keep.read_text() == "mine"

@@ -566,6 +566,9 @@ def train(out: str | Path | None = None, limit: int | None = None, seed: int = 0
     final = Path(out) if out else default_dir(limit, seed)
     if is_trained(final) and not overwrite:
         return final
+    if final.exists() and not is_trained(final) and (not final.is_dir() or any(final.iterdir())):
+        raise SafealignError("exists and is not an embedded judge: refusing to replace it", file=str(final),
+                             field="out")
     t0 = time.time()
     with status("building the embedded judge's training set"):
         examples = build_training_set(limit, seed)

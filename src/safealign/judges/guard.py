@@ -504,6 +504,8 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     final = Path(out)
     if is_trained(final) and not overwrite:
         return final
+    if final.exists() and not is_trained(final) and (not final.is_dir() or any(final.iterdir())):
+        raise SafealignError("exists and is not a guard judge: refusing to replace it", file=str(final), field="out")
     t0 = time.time()
     with status("building the guard judge's data set"):
         examples = build_dataset(seed, limit)
