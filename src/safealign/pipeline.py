@@ -542,7 +542,8 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                             dirs[s.name], deps_of(s.section)))
 
     guard_id = None
-    if str(cfg.judge or "").strip() == "guard" or raft_with_guard:
+    judges_with_guard = str(cfg.judge or "").strip() == "guard"
+    if judges_with_guard or raft_with_guard:
         # the shipped judge: nothing to train; its stage records which weights made the numbers
         from safealign.judges import guard
 
@@ -572,7 +573,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                      "generation": to_dict(cfg.generation), "helpful_scorer": cfg.helpful_scorer}
     if uses_embedded(cfg.judge):
         eval_settings["embedded_judge"] = judge_hash
-    if str(cfg.judge or "").strip() == "guard":
+    if judges_with_guard:
         eval_settings["guard_judge"] = guard_id
     eval_deps = deps_of(cfg.judge, cfg.helpful_scorer or "")
     judge, scorer = _resolve(cfg.judge, dirs), _resolve(cfg.helpful_scorer, dirs)

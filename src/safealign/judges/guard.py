@@ -246,20 +246,23 @@ def load_backbone(spec: str | None = None, layers: Sequence[int] = LAYERS, devic
     return base, tok, dtype
 
 
-def _clip(response: str) -> tuple[str, bool]:
-    return (response[:MAX_CHARS], True) if len(response) > MAX_CHARS else (response, False)
-
-
-def encode_pair(tok, prompt: str, response: str) -> tuple[list[int], int, int]:
-    """Token ids of the chat, and the [start, end) of the response's tokens in it."""
-    p = tok(prompt, add_special_tokens=False).input_ids
-    if len(p) > MAX_PROMPT_TOKENS:
-        p = p[:MAX_PROMPT_TOKENS - 32] + p[-32:]
-    r = tok(_clip(response)[0], add_special_tokens=False).input_ids[:MAX_RESPONSE_TOKENS]
+def chat_frame(tok) -> tuple[list[int], list[int], list[int]]:
+    """The fixed token ids around the prompt and the response: before the prompt, between them, after the response
+    (the question). The same for every pair: tokenised once per batch of pairs."""
     head = tok("<|im_start|>user\n", add_special_tokens=False).input_ids
     mid = tok("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False).input_ids
     tail = tok(f"<|im_end|>\n<|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n",
                add_special_tokens=False).input_ids
+    return head, mid, tail
+
+
+def encode_pair(tok, prompt: str, response: str, frame: tuple | None = None) -> tuple[list[int], int, int]:
+    """Token ids of the chat, and the [start, end) of the response's tokens in it (``frame``: ``chat_frame(tok)``)."""
+    head, mid, tail = frame or chat_frame(tok)
+    p = tok(prompt, add_special_tokens=False).input_ids
+    if len(p) > MAX_PROMPT_TOKENS:
+        p = p[:MAX_PROMPT_TOKENS - 32] + p[-32:]
+    r = tok(response[:MAX_CHARS], add_special_tokens=False).input_ids[:MAX_RESPONSE_TOKENS]
     ids = head + p + mid
     start = len(ids)
     ids += r
@@ -273,7 +276,8 @@ def features(backbone, tok, prompts: Sequence[str], responses: Sequence[str], ba
     import torch
 
     device = next(backbone.parameters()).device
-    enc = [encode_pair(tok, p, r) for p, r in zip(prompts, responses)]
+    frame = chat_frame(tok)
+    enc = [encode_pair(tok, p, r, frame) for p, r in zip(prompts, responses)]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
     width = backbone.config.hidden_size
     out = torch.zeros(len(enc), 2 * len(layers) * width)
@@ -305,7 +309,7 @@ def features(backbone, tok, prompts: Sequence[str], responses: Sequence[str], ba
     return out
 
 
-_FEATURE_CODE = inspect.getsource(encode_pair) + inspect.getsource(features)  # read once, at import
+_FEATURE_CODE = "".join(inspect.getsource(f) for f in (chat_frame, encode_pair, features))  # read once, at import
 
 
 # ---------------------------------------------------------------- head
