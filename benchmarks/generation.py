@@ -1,11 +1,18 @@
-"""Generation throughput: safealign's batched engine vs a naive loop, side by side in one run.
+"""Generation throughput and fidelity: safealign's engine vs a naive loop, side by side in one run.
 
     python benchmarks/generation.py [--model smollm2-135m-instruct] [--prompts 64] [--new-tokens 64]
 
-Both methods answer the same prompts (the first N of the harm group and XSTest, greedy, same max_new_tokens).
-The naive loop calls ``model.generate`` once per prompt. Generated tokens are counted the same way for both
-(re-tokenizing each response, +1 for the end-of-sequence token when it stopped early). Each method runs in
-its own child process so its peak RSS is its own. Goal: engine ≥ 10× the naive loop's tokens/s.
+Every method answers the same prompts (the first N of the harm group and XSTest, greedy, same max_new_tokens):
+- ``naive-fp32``: ``model.generate`` once per prompt, fp32 (the baseline of every ratio);
+- ``generate-fp32`` / ``generate-bf16``: transformers' batched ``generate`` over length-sorted batches (the
+  engine safealign had before continuous batching), to show what continuous batching adds;
+- ``engine-fp32`` / ``engine-bf16``: safealign's ``HFEngine`` (continuous batching, ``generate.py``).
+bf16 rows run only where the CPU has bf16 units (``models.native_bf16``: AVX512-BF16 / AMX) or on a GPU; the
+header says which path this machine took. Generated tokens are counted the same way for all (re-tokenizing
+each response, +1 for the end-of-sequence token when it stopped early). Each method runs in its own child
+process, so its peak RSS is its own. Then the default judge (``guard``) reads every method's answers:
+"same answer" and "same verdict" compare each method with ``engine-fp32``, answer by answer (a verdict is
+(safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with >= 97% of verdicts unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import time
 def load_prompts(n: int) -> list[str]:
     from safealign.data import registry
 
-    recs = [r for name in registry.expand_benchmarks("harm,xstest") for r in registry.load_eval(name, limit=16)]
+    names = registry.expand_benchmarks("harm,xstest")
+    per = max(16, -(-n // (len(names) + 1)))  # XSTest's limit takes N of each half
+    recs = [r for name in names for r in registry.load_eval(name, limit=per)]
     return [r.prompt for r in recs][:n]
 
 
@@ -39,24 +48,36 @@ def run_method(method: str, model: str, n: int, max_new: int, batch_size: int) -
     from safealign.generate import GenParams, HFEngine
     from safealign.models import format_prompt
 
+    kind, precision = method.split("-")
     prompts = load_prompts(n)
     engine = HFEngine(model)
-    params = GenParams(max_new_tokens=max_new, batch_size=batch_size)
-    engine.generate(prompts[:2], GenParams(max_new_tokens=4))  # warm-up
+    params = GenParams(max_new_tokens=max_new, batch_size=batch_size, precision=precision)
+    engine.generate(prompts[:2], GenParams(max_new_tokens=4, precision=precision))  # warm-up, sets the dtype
+    tok, m = engine.tokenizer, engine.model
     t = time.perf_counter()
-    if method == "engine":
+    if kind == "engine":
         responses = [r[0] for r in engine.generate(prompts, params)]
-    else:
-        tok, m = engine.tokenizer, engine.model
+    elif kind == "naive":
         responses = []
         for p in prompts:
             enc = tok(format_prompt(tok, p), return_tensors="pt", add_special_tokens=False)
             with torch.inference_mode():
                 out = m.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
             responses.append(tok.decode(out[0, enc.input_ids.shape[1]:], skip_special_tokens=True).strip())
+    else:  # transformers' batched generate, length-sorted batches, left padding
+        texts = [format_prompt(tok, p) for p in prompts]
+        order = sorted(range(len(texts)), key=lambda i: -len(tok(texts[i], add_special_tokens=False).input_ids))
+        responses = [""] * len(texts)
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.inference_mode():
+                out = m.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+            for j, d in enumerate(tok.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)):
+                responses[idx[j]] = d.strip()
     seconds = time.perf_counter() - t
-    tokens = count_tokens(engine.tokenizer, responses, max_new)
-    return {"method": method, "prompts": len(prompts), "tokens": tokens, "seconds": seconds,
+    tokens = count_tokens(tok, responses, max_new)
+    return {"method": method, "prompts": prompts, "tokens": tokens, "seconds": seconds,
             "tokens_per_s": tokens / seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "responses": responses}
 
@@ -67,30 +88,61 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--child", choices=["engine", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--judge", default="guard", help="the judge whose verdicts are compared; 'none' skips it")
+    ap.add_argument("--methods", default="", help="comma-separated subset (engine-fp32 always runs: the reference)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(run_method(args.child, args.model, args.prompts, args.new_tokens, args.batch_size)))
         return
-    from safealign.models import resolve_model
+    from safealign.models import inference_device, native_bf16, resolve_model
 
     resolve_model(args.model)  # convert once, outside the timings
+    bf16 = native_bf16()
+    methods = ["naive-fp32", "generate-fp32", "engine-fp32"] + (["generate-bf16", "engine-bf16"] if bf16 else [])
+    if args.methods:
+        methods = [m for m in methods if m in args.methods.split(",") or m == "engine-fp32"]
     results = {}
-    for method in ("engine", "naive"):
+    for method in methods:
         cmd = [sys.executable, __file__, "--child", method, "--model", args.model, "--prompts", str(args.prompts),
                "--new-tokens", str(args.new_tokens), "--batch-size", str(args.batch_size)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results[method] = json.loads(out.strip().splitlines()[-1])
-    same = sum(a == b for a, b in zip(results["engine"]["responses"], results["naive"]["responses"]))
-    print(f"model {args.model}, {results['engine']['prompts']} prompts x {args.new_tokens} new tokens (greedy), "
-          f"engine batch size {args.batch_size}")
-    print(f"{'method':<8} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'peak RSS MB':>12}")
-    for m in ("engine", "naive"):
+    ref = results["engine-fp32"]
+    verdicts = {}
+    if args.judge != "none":
+        from safealign.judges import get_judge
+
+        judge = get_judge(args.judge)
+        for m, r in results.items():
+            verdicts[m] = [(v.safe, v.refusal) for v in judge.judge(r["prompts"], r["responses"])]
+    print(f"model {args.model}, {len(ref['prompts'])} prompts x {args.new_tokens} new tokens (greedy), batch size "
+          f"{args.batch_size}, device {inference_device()}; bf16 units: "
+          f"{'yes, bf16 rows run' if bf16 else 'no, bf16 rows skipped (fp32 is the auto path here)'}")
+    print(f"{'method':<14} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'x naive':>8} {'peak RSS MB':>12} "
+          f"{'same answer':>12} {'same verdict':>13} {'safe %':>7}")
+    naive = results["naive-fp32"]["tokens_per_s"] if "naive-fp32" in results else float("nan")
+    for m in methods:
         r = results[m]
-        print(f"{m:<8} {r['tokens']:>7} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {r['peak_rss_mb']:>12.0f}")
-    ratio = results["engine"]["tokens_per_s"] / results["naive"]["tokens_per_s"]
-    print(f"speed-up (engine / naive tokens/s): {ratio:.1f}x   (goal >= 10x)")
-    print(f"identical greedy responses: {same}/{len(results['engine']['responses'])}")
+        same = sum(a == b for a, b in zip(r["responses"], ref["responses"])) / len(ref["responses"])
+        agree = (sum(a == b for a, b in zip(verdicts[m], verdicts["engine-fp32"])) / len(ref["responses"])
+                 if verdicts else float("nan"))
+        safe = sum(s for s, _ in verdicts[m]) / len(ref["responses"]) if verdicts else float("nan")
+        print(f"{m:<14} {r['tokens']:>7} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {r['tokens_per_s'] / naive:>7.1f}x "
+              f"{r['peak_rss_mb']:>12.0f} {same:>11.0%} {agree:>12.0%} {safe:>6.0%}")
+    diverge = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), None)
+               for x, y in zip(ref["responses"], results.get("engine-bf16", ref)["responses"])]
+    first = sorted(d for d in diverge if d is not None)
+    if first:
+        print(f"engine-bf16 answers that differ from engine-fp32: {len(first)}/{len(diverge)}; they part at character "
+              f"{first[len(first) // 2]} (median; quartiles {first[len(first) // 4]}-{first[3 * len(first) // 4]})")
+    best = "engine-bf16" if bf16 else "engine-fp32"
+    if "naive-fp32" not in results or best not in results:
+        return
+    print(f"speed-up ({best} / naive-fp32 tokens/s): {results[best]['tokens_per_s'] / naive:.1f}x   (goal >= 20x); "
+          f"continuous batching vs batched generate, same precision: "
+          + ", ".join(f"{p} {results['engine-' + p]['tokens_per_s'] / results['generate-' + p]['tokens_per_s']:.2f}x"
+                      for p in (["fp32", "bf16"] if bf16 else ["fp32"])))
 
 
 if __name__ == "__main__":

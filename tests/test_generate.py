@@ -28,6 +28,9 @@ class Counting:
         self.seen += len(texts)
         return self.engine.generate(texts, params, on_batch=on_batch)
 
+    def precision_for(self, params):
+        return self.engine.precision_for(params)
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_lm_dir):
@@ -43,6 +46,68 @@ def test_samples_seeds_and_greedy(engine):
     assert engine.generate(["a b"], g) == engine.generate(["a b"], g)
     with pytest.raises(SafealignError, match="temperature"):
         GenParams(num_samples=2)
+
+
+def _one_by_one(engine, texts, max_new, eos):
+    """Reference answers: transformers' own ``generate``, one prompt at a time (no padding), fp32."""
+    import torch
+
+    tok, out = engine.tokenizer, []
+    for t in texts:
+        enc = tok(engine.format(t, "auto"), return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            ids = engine.model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=eos,
+                                        pad_token_id=tok.pad_token_id)[0, enc.input_ids.shape[1]:].tolist()
+        out.append(ids[:ids.index(eos)] if eos in ids else ids)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lively_engine(tiny_lm_dir):
+    """The tiny LM with large random weights, so that greedy answers differ between prompts and steps."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for w in model.parameters():
+            if w.dim() == 2:
+                w.normal_(0, 0.5)
+    return HFEngine(model_obj=model.eval(), tokenizer=tok, name="lively")
+
+
+def test_continuous_batching_matches_one_prompt_at_a_time(lively_engine):
+    """Rows end at different steps (a common token made the EOS), leave the batch, and waiting prompts of other
+    lengths are merged in; every answer is still the one ``generate`` gives that prompt alone."""
+    from safealign.generate import continuous_decode
+
+    engine = lively_engine
+    texts = [prompts(9)[i].prompt for i in range(9)]
+    first = _one_by_one(engine, texts, 12, eos=-1)
+    def end_lengths(t):
+        return {ids.index(t) if t in ids else 12 for ids in first}
+
+    eos = max({t for ids in first for t in ids}, key=lambda t: len(end_lengths(t)))  # answers end at many steps
+    expected = _one_by_one(engine, texts, 12, eos)
+    assert len({len(x) for x in expected}) > 2  # answers do end at different lengths
+    tok = engine.tokenizer
+    ids = [tok(engine.format(t, "auto"), add_special_tokens=False).input_ids for t in texts]
+    for batch_size in (1, 3, 9):
+        p = GenParams(max_new_tokens=12, batch_size=batch_size, precision="fp32")
+        got = dict(continuous_decode(engine.model, ids, list(range(9)), p, [eos], tok.pad_token_id))
+        assert [got[i] for i in range(9)] == expected, batch_size
+
+
+def test_precision_is_written_and_checked(engine, tmp_path):
+    out = tmp_path / "g.jsonl"
+    generate_to_file(engine, prompts(2), GenParams(max_new_tokens=3, precision="fp32"), out)
+    assert json.loads(out.read_text().splitlines()[0])["params"]["precision"] == "fp32"
+    with pytest.raises(SafealignError, match="another model or parameters"):
+        generate_to_file(engine, prompts(3), GenParams(max_new_tokens=3, precision="bf16"), out)
+    with pytest.raises(SafealignError, match="unknown precision"):
+        GenParams(precision="fp8")
 
 
 def test_generate_to_file_writes_and_resumes(engine, tmp_path):
@@ -127,3 +192,4 @@ def test_openai_engine_against_a_local_server(engine, monkeypatch):
         assert "HTTP 400" in str(e.value) and "sk-secret" not in str(e.value)
     finally:
         server.shutdown()
+

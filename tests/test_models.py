@@ -77,15 +77,22 @@ def test_embedded_conversion_is_safe_under_concurrency(cache_dir):
     assert str(final) == listed[models.EMBEDDED_NAME]["where"]
 
 
-def test_inference_device_follows_env_and_keeps_cpu_weights_fp32(tiny_lm_dir, monkeypatch):
+def test_inference_device_and_precision_follow_the_hardware_and_env(tiny_lm_dir, monkeypatch):
     import torch
 
     monkeypatch.setenv("SAFEALIGN_DEVICE", "cpu")
+    monkeypatch.delenv("SAFEALIGN_PRECISION", raising=False)
     assert models.inference_device() == "cpu"
     model, _ = models.load_causal_lm(str(tiny_lm_dir))
-    placed = models.for_inference(model)
+    placed = models.for_inference(model)  # auto: bf16 only where the CPU has bf16 units
     p = next(placed.parameters())
-    assert p.device.type == "cpu" and p.dtype == torch.float32
+    assert p.device.type == "cpu" and p.dtype == (torch.bfloat16 if models.native_bf16() else torch.float32)
+    assert models.inference_precision() == ("bf16" if models.native_bf16() else "fp32")
+    monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")
+    assert next(models.for_inference(model).parameters()).dtype == torch.float32
+    assert next(models.for_inference(model, precision="bf16").parameters()).dtype == torch.bfloat16
+    with pytest.raises(SafealignError, match="unknown precision"):
+        models.inference_precision("int4")
     monkeypatch.delenv("SAFEALIGN_DEVICE")
     assert models.inference_device() == ("cuda" if torch.cuda.is_available() else "cpu")
 

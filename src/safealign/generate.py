@@ -1,8 +1,12 @@
 """Generation: records in, ``Generation`` lines out (appended to JSONL, resumable).
 
 Engines:
-- ``HFEngine``: batched transformers generation — left padding, length-sorted batches, KV cache,
-  greedy or sampling (temperature, top-p, top-k, seed), K samples per prompt, stop at EOS.
+- ``HFEngine``: a transformers causal LM, continuously batched: up to ``batch_size`` answers decode together
+  over one left-padded KV cache; an answer that ends leaves the batch at once and, as soon as a quarter of
+  the slots are free, waiting prompts are prefilled and merged in (their caches left-padded to the running
+  length). Greedy or sampling (temperature, top-p, top-k, seed), K samples per prompt, bf16 where the CPU
+  or GPU computes it (``models.inference_precision``). ``benchmarks/generation.py`` measures it against
+  a one-prompt-at-a-time loop and against transformers' own batched ``generate``.
 - ``OpenAIEngine``: any OpenAI-compatible ``/v1/chat/completions`` server (vLLM, Ollama, TGI, ...);
   the API key comes from the environment and is never printed.
 
@@ -38,16 +42,24 @@ class GenParams:
     num_samples: int = option(1, "responses per prompt (K); K > 1 needs temperature > 0")
     batch_size: int = option(32, "prompts per batch (HF engine) or concurrent requests (openai engine)")
     template: str = option("auto", "prompt format: auto (chat template if any, else alpaca) | chat | alpaca | raw")
+    precision: str = option("auto", "HF engine: auto (bf16 on a GPU or a CPU with bf16 units, else fp32) | fp32 "
+                                    "| bf16; the precision used is written on every line")
 
     def __post_init__(self) -> None:
         if self.num_samples > 1 and self.temperature <= 0:
             raise SafealignError("num_samples > 1 needs temperature > 0", field="num_samples")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.num_samples < 1:
             raise SafealignError("max_new_tokens, batch_size and num_samples must be >= 1", field="params")
+        from safealign.models import INFERENCE_PRECISIONS
+
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise SafealignError(f"unknown precision {self.precision!r} (choose from "
+                                 f"{', '.join(INFERENCE_PRECISIONS)})", field="precision")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("batch_size")  # does not change the outputs' meaning
+        d.pop("precision")  # the engine writes the precision it resolved to (``Engine.precision_for``)
         return d
 
 
@@ -56,6 +68,8 @@ class Engine(Protocol):
 
     def generate(self, prompts: Sequence[str], params: GenParams) -> list[list[str]]:
         """For each prompt (a user instruction), ``params.num_samples`` responses."""
+
+    # optional: ``precision_for(params) -> str``, the precision its outputs are computed in (written on each line)
 
 
 class HFEngine:
@@ -81,39 +95,168 @@ class HFEngine:
 
         return format_prompt(self.tokenizer, prompt, template=template)
 
+    def precision_for(self, params: GenParams) -> str:
+        from safealign.models import inference_precision
+
+        return inference_precision(params.precision, str(next(self.model.parameters()).device))
+
     def generate(self, prompts: Sequence[str], params: GenParams, on_batch=None) -> list[list[str]]:
-        """Generate for all prompts; ``on_batch(indices, outputs)`` is called as each batch finishes."""
+        """Generate for all prompts; ``on_batch(indices, outputs)`` is called as prompts finish (all K samples)."""
         import torch
 
+        from safealign.models import for_inference
+
+        for_inference(self.model, str(next(self.model.parameters()).device), params.precision)
         texts = [self.format(p, params.template) for p in prompts]
-        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # long first: OOM shows early
-        results: list[list[str]] = [[] for _ in texts]
-        sampling = params.temperature > 0
-        gen_kw: dict[str, Any] = dict(max_new_tokens=params.max_new_tokens, do_sample=sampling,
-                                      num_return_sequences=params.num_samples,
-                                      pad_token_id=self.tokenizer.pad_token_id, use_cache=True)
-        if sampling:
-            gen_kw.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None)
-        else:
-            gen_kw.update(temperature=None, top_p=None, top_k=None)
-        device = next(self.model.parameters()).device
-        for b, start in enumerate(range(0, len(order), params.batch_size)):
-            idx = order[start:start + params.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            if sampling:
-                torch.manual_seed(params.seed + b)
-            with torch.inference_mode():
-                out = self.model.generate(**enc, **gen_kw)
-            new = out[:, enc.input_ids.shape[1]:]
-            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-            batch_out = []
-            for j, i in enumerate(idx):
-                results[i] = [d.strip() for d in decoded[j * params.num_samples:(j + 1) * params.num_samples]]
-                batch_out.append(results[i])
-            if on_batch:
-                on_batch(idx, batch_out)
+        ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # long first: OOM shows early
+        rows = [(i, k) for i in order for k in range(params.num_samples)]  # one row per (prompt, sample)
+        results: list[list[str]] = [[""] * params.num_samples for _ in texts]
+        left = [params.num_samples] * len(texts)
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)
+
+        def finished(row: tuple[int, int], tokens: list[int]) -> int | None:
+            i, k = row
+            results[i][k] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            left[i] -= 1
+            return i if left[i] == 0 else None
+
+        done: list[int] = []
+        for row, tokens in continuous_decode(self.model, [ids[i] for i, _ in rows], rows, params, self._eos_ids(),
+                                             self.tokenizer.pad_token_id):
+            i = finished(row, tokens)
+            if i is not None:
+                done.append(i)
+            if on_batch and done and (len(done) >= params.batch_size or sum(left) == 0):
+                on_batch(done, [results[i] for i in done])
+                done = []
+        if on_batch and done:
+            on_batch(done, [results[i] for i in done])
         return results
+
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return sorted({int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None})
+
+
+def continuous_decode(model: Any, prompt_ids: Sequence[list[int]], keys: Sequence[Any], params: GenParams,
+                      eos_ids: Sequence[int], pad_id: int):
+    """Yield ``(key, new token ids)`` as each row's answer ends (at an EOS token, not included, or at
+    ``max_new_tokens``). At most ``params.batch_size`` rows decode at once over one KV cache; a finished row
+    leaves the batch at the next step, and waiting prompts are prefilled and merged in when a quarter of the
+    slots (or all, at the start) are free. Rows are left-padded; each keeps its own position ids, so padding
+    never shifts a row's positions and a row's answer does not depend on which rows share its batch (up to
+    floating-point rounding)."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    device = next(model.parameters()).device
+    warpers = LogitsProcessorList()
+    sampling = params.temperature > 0
+    if sampling:
+        warpers.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(params.top_p))
+    eos = torch.tensor(list(eos_ids) or [-1], device=device)
+    import inspect  # transformers 5 renamed forward's ``past_key_values`` to ``cache``
+
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    waiting = list(range(len(prompt_ids)))[::-1]  # a stack: pop() takes the next row in order
+    refill_at = max(1, params.batch_size // 4)
+
+    running: list[int] = []          # row index per batch position
+    out: list[list[int]] = [[] for _ in prompt_ids]
+    cache = mask = pos = last = None  # the running batch's KV cache, attention mask, next positions, last tokens
+
+    def prefill(new: list[int]):
+        width = max(len(prompt_ids[r]) for r in new)
+        ids = torch.full((len(new), width), pad_id, dtype=torch.long)
+        m = torch.zeros((len(new), width), dtype=torch.long)
+        for j, r in enumerate(new):
+            p = prompt_ids[r]
+            ids[j, width - len(p):] = torch.tensor(p)
+            m[j, width - len(p):] = 1
+        ids, m = ids.to(device), m.to(device)
+        position = (m.cumsum(-1) - 1).clamp(min=0)
+        c = DynamicCache()  # plain full-length layers (a sliding-window model masks them itself)
+        logits = model(input_ids=ids, attention_mask=m, position_ids=position, use_cache=True, logits_to_keep=1,
+                       **{cache_kw: c}).logits[:, -1, :]
+        return c, m, position[:, -1] + 1, logits
+
+    def merge(c1, m1, c2, m2):
+        """One cache for two batches: the shorter is left-padded (zeros, masked out) to the longer's length."""
+        w = max(m1.shape[1], m2.shape[1])
+
+        def pad(t, n, dim):
+            if n == 0:
+                return t
+            shape = list(t.shape)
+            shape[dim] = n
+            return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+        for l1, l2 in zip(c1.layers, c2.layers):
+            l1.keys = torch.cat([pad(l1.keys, w - m1.shape[1], 2), pad(l2.keys, w - m2.shape[1], 2)])
+            l1.values = torch.cat([pad(l1.values, w - m1.shape[1], 2), pad(l2.values, w - m2.shape[1], 2)])
+        return c1, torch.cat([pad(m1, w - m1.shape[1], 1), pad(m2, w - m2.shape[1], 1)])
+
+    def choose(logits):
+        logits = logits.float()
+        if not sampling:
+            return logits.argmax(-1)
+        scores = warpers(None, logits)
+        return torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
+
+    with torch.inference_mode():
+        while waiting or running:
+            free = params.batch_size - len(running)
+            logits = None
+            if waiting and (free >= refill_at or not running):
+                new = [waiting.pop() for _ in range(min(free, len(waiting)))]
+                c, m, p, new_logits = prefill(new)
+                if running:
+                    # the running rows' next-token logits come from their last step; the new rows' from prefill
+                    cache, mask = merge(cache, mask, c, m)
+                    pos = torch.cat([pos, p])
+                    logits = torch.cat([step_logits, new_logits])
+                else:
+                    cache, mask, pos, logits = c, m, p, new_logits
+                running += new
+            else:
+                logits = step_logits
+            last = choose(logits)
+            ended = torch.isin(last, eos).tolist()
+            keep = []
+            for j, (r, token) in enumerate(zip(running, last.tolist())):
+                if not ended[j]:
+                    out[r].append(token)
+                if ended[j] or len(out[r]) >= params.max_new_tokens:
+                    yield keys[r], out[r]
+                else:
+                    keep.append(j)
+            if len(keep) < len(running):
+                running = [running[j] for j in keep]
+                if not running:
+                    cache = mask = pos = None
+                    continue
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, pos, last = mask[index], pos[index], last[index]
+                first = int(mask.any(0).nonzero()[0])  # drop columns that are padding in every row left
+                if first:
+                    mask = mask[:, first:]
+                    for layer in cache.layers:
+                        layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+            mask = torch.cat([mask, mask.new_ones((len(running), 1))], dim=1)
+            step_logits = model(input_ids=last[:, None], attention_mask=mask, position_ids=pos[:, None],
+                                use_cache=True, **{cache_kw: cache}).logits[:, -1, :]
+            pos = pos + 1
 
 
 class OpenAIEngine:
@@ -224,6 +367,8 @@ def generate_to_file(engine: Engine, records: Sequence[EvalPrompt], params: GenP
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = read_generations(out, repair=True)
     pdict = params.as_dict()
+    if hasattr(engine, "precision_for"):
+        pdict["precision"] = engine.precision_for(params)
     for g in existing[:1]:
         if g.model != engine.name or g.params != pdict:
             raise SafealignError(

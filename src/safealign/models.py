@@ -216,17 +216,53 @@ def inference_device() -> str:
     return os.environ.get("SAFEALIGN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def for_inference(model: Any, device: str | None = None) -> Any:
-    """Move a loaded model to ``inference_device()``; on a GPU with bf16 units its weights become bf16 (half
-    the memory, several times the speed of fp32 there). On the CPU it stays fp32."""
+def native_bf16() -> bool:
+    """Whether this machine computes bf16 in hardware: a CUDA GPU with bf16, or a CPU whose oneDNN runs bf16
+    natively (AVX512-BF16 / AMX; it honours ``ONEDNN_MAX_CPU_ISA``). Elsewhere bf16 is emulated, ~10x slower."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def inference_precision(precision: str = "auto", device: str | None = None) -> str:
+    """``fp32`` | ``bf16`` | ``fp16`` that inference runs in. ``auto``: bf16 on a GPU with bf16 (fp16 on an
+    older one) and on a CPU with bf16 units (AVX512-BF16 / AMX: ~2.7x the fp32 speed for SmolLM2, measured in
+    ``benchmarks/generation.py``); fp32 on any other CPU, where bf16 is emulated and slower than fp32.
+    ``SAFEALIGN_PRECISION`` (fp32 | bf16) replaces ``auto`` everywhere: generation, judges, scorers."""
+    import torch
+
+    if precision == "auto" and os.environ.get("SAFEALIGN_PRECISION"):
+        precision = os.environ["SAFEALIGN_PRECISION"]
+    if precision not in INFERENCE_PRECISIONS:
+        raise SafealignError(f"unknown precision {precision!r} (choose from {', '.join(INFERENCE_PRECISIONS)})",
+                             field="precision")
+    if precision != "auto":
+        return precision
+    device = device or inference_device()
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if native_bf16() else "fp32"
+
+
+def for_inference(model: Any, device: str | None = None, precision: str = "auto") -> Any:
+    """Move a loaded model to ``inference_device()`` in ``inference_precision(precision)``: bf16 where the GPU
+    or CPU computes it natively, fp32 on a CPU without bf16 units."""
     import torch
 
     device = device or inference_device()
-    if device.startswith("cuda"):
-        bf16 = torch.cuda.is_bf16_supported()
-        model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float16)
-    elif next(model.parameters()).device.type != device:
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[inference_precision(precision, device)]
+    if next(model.parameters()).device.type != device.split(":")[0] or device.startswith("cuda:"):
         model.to(device)
+    if next(model.parameters()).dtype != dtype:
+        model.to(dtype=dtype)
     return model
 
 

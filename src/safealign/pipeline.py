@@ -57,6 +57,7 @@ import yaml
 from safealign.config import from_dict, option, to_dict
 from safealign.errors import SafealignError
 from safealign.generate import GenParams
+from safealign.models import inference_precision
 
 PIPELINE_VERSION = 1  # part of every input hash; bump when a stage's meaning changes
 METHODS = ("sit", "rm", "raft", "dpo")  # the order they train in, unless references say otherwise
@@ -571,6 +572,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                             _rm_eval_action(dirs["rm"], re_), run_dir / "eval" / "rm", ["train/rm"]))
     eval_settings = {"benchmarks": cfg.benchmarks, "judge": cfg.judge, "limit": cfg.limit,
                      "generation": to_dict(cfg.generation), "helpful_scorer": cfg.helpful_scorer}
+    eval_settings["generation"]["precision"] = inference_precision(cfg.generation.precision)  # auto: by machine
     if uses_embedded(cfg.judge):
         eval_settings["embedded_judge"] = judge_hash
     if judges_with_guard:

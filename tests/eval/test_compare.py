@@ -94,7 +94,8 @@ def test_position_bias_is_reported_as_ties(server, tmp_path):
 def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path, monkeypatch):
     import torch
 
-    monkeypatch.setenv("SAFEALIGN_DEVICE", "cpu")  # fp32: batched and unbatched must agree to 1e-4
+    monkeypatch.setenv("SAFEALIGN_DEVICE", "cpu")
+    monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")  # batched and unbatched must agree to 1e-4
 
     from safealign.eval.compare import HFPairJudge
     from safealign.models import format_prompt

@@ -21,6 +21,9 @@ class Counting:
         self.seen += len(texts)
         return self.engine.generate(texts, params, on_batch=on_batch)
 
+    def precision_for(self, params):
+        return self.engine.precision_for(params)
+
 
 class CountingJudge(KeywordJudge):
     def __init__(self, name="keywords"):

@@ -48,7 +48,8 @@ def test_encode_truncates_keeping_the_response_end(tiny_tokenizer_dir):
     assert "<|im_start|>assistant\nStep one" in text
 
 
-def test_judge_scores_in_batches_like_one_by_one(tiny_cls_dir):
+def test_judge_scores_in_batches_like_one_by_one(tiny_cls_dir, monkeypatch):
+    monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")  # in fp32, padding must not move a reward by 1e-4
     judge = get_judge(f"rm:{tiny_cls_dir}")
     assert judge.name == f"rm:{tiny_cls_dir}"
     together = judge.judge(PROMPTS, RESPONSES)

@@ -23,6 +23,8 @@ def add_gen_args(p: argparse.ArgumentParser, max_new_tokens: int = 128) -> None:
     g.add_argument("--num-samples", type=int, default=1, help="responses per prompt (K)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--template", default="auto", choices=["auto", "chat", "alpaca", "raw"])
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="hf engine: auto = bf16 on a GPU or a CPU with bf16 units (AVX512-BF16/AMX), else fp32")
 
 
 def gen_params(args: argparse.Namespace):
@@ -30,7 +32,7 @@ def gen_params(args: argparse.Namespace):
 
     return GenParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                      top_k=args.top_k, seed=args.seed, num_samples=args.num_samples, batch_size=args.batch_size,
-                     template=args.template)
+                     template=args.template, precision=args.precision)
 
 
 def make_engine(args: argparse.Namespace):

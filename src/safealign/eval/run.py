@@ -44,6 +44,11 @@ class LazyHFEngine:
         self.name = models.fingerprint(model)
         self._engine: Any = None
 
+    def precision_for(self, params: GenParams) -> str:
+        from safealign.models import inference_precision
+
+        return inference_precision(params.precision)
+
     def generate(self, prompts, params, on_batch=None):
         from safealign.generate import HFEngine
 

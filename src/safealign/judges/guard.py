@@ -217,7 +217,7 @@ def backbone_dir() -> str:
 def use_bf16(device: str, precision: str = "auto") -> bool:
     """``auto``: bf16 where the hardware computes it (a GPU with bf16, a CPU with AVX512-BF16/AMX), fp32
     elsewhere (emulated bf16 is several times slower); ``fp32`` / ``bf16`` force one."""
-    from safealign.recipes.common import native_bf16
+    from safealign.models import native_bf16
 
     if precision != "auto":
         return precision == "bf16"

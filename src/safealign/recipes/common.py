@@ -29,6 +29,7 @@ from typing import Any
 
 from safealign.config import dump_yaml, option
 from safealign.errors import SafealignError
+from safealign.models import native_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -114,19 +115,6 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def native_bf16() -> bool:
-    """Whether this machine computes bf16 in hardware: a CUDA GPU with bf16, or a CPU whose oneDNN runs bf16
-    natively (AVX512-BF16 / AMX; it honours ``ONEDNN_MAX_CPU_ISA``). Elsewhere bf16 is emulated, ~10x slower."""
-    import torch
-
-    if _has_cuda():
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_precision(precision: str) -> tuple[bool, bool]:
