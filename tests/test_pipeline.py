@@ -315,3 +315,37 @@ def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
     assert names[-1] == "report" and "eval/base" in names and any(n.startswith("train/") for n in names)
     assert ("judge/guard" in names) == (name == "quickstart")  # the default judge
     assert ("judge/embedded" in names) == (name in ("sweep", "contrast"))  # their figures were measured with it
+
+
+def test_second_judge_rechecks_answers_and_the_report_shows_each_methods_effect(tmp_path, tiny_lm_dir, data_dir,
+                                                                               monkeypatch):
+    """``second_judge`` re-reads every eval's answers without generating again; on-policy DPO and RAFT with
+    ``rank: expected`` run inside a pipeline; the report's effect tables name each method under both judges."""
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    cfg = write_cfg(tmp_path / "c.yaml", f"""
+model: {tiny_lm_dir}
+judge: keywords
+second_judge: keywords
+benchmarks: i-cona,xstest
+limit: 2
+generation: {{max_new_tokens: 4, batch_size: 8}}
+methods:
+  raft: {{ranker: keywords, rank: expected, independent_judge: keywords, T: 1, B: 2, K: 2, max_new_tokens: 4,
+          {TINY_TRAIN}}}
+  dpo: {{data: on-policy, on_policy: {{n_harmful: 2, n_benign: 2, max_new_tokens: 4, benign: alpaca-test:train}},
+         {TINY_TRAIN}}}
+""")
+    out = tmp_path / "run"
+    safealign_run(cfg, out)  # the tiny model's random answers are no refusals: kept on benign prompts
+    for name in ("base", "dpo"):
+        assert (out / "recheck" / name / "generations.jsonl").read_bytes() == \
+            (out / "eval" / name / "generations.jsonl").read_bytes()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"recheck/base", "recheck/dpo", "analyze2/base-vs-dpo"} <= set(manifest["plan"])
+    dpo_meta = json.loads((out / "train" / "dpo" / "safealign.json").read_text())
+    assert dpo_meta["data"]["source"] == "on-policy" and dpo_meta["data"]["benign_pairs"] == 2
+    md = (out / "report.md").read_text()
+    assert "Effect of each method vs base (judge)" in md and "Effect of each method vs base (second judge)" in md
+    assert "RAFT was ranked by this judge (keywords)" in md
+    analysis = json.loads((out / "analyze" / "base-vs-dpo" / "analysis.json").read_text())
+    assert analysis["benchmarks"]["harmful"]["safe"]["n"] == 2  # i-cona's two prompts, pooled

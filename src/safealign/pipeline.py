@@ -101,6 +101,10 @@ class RunConfig:
     seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
     judge: str = option("guard", "safety judge for every eval: guard (shipped), embedded, keywords, hf-classifier:M, "
                         "llama-guard:M, openai:M or rm:DIR (src/safealign/judges/)")
+    second_judge: str | None = option(None, "a second safety judge that re-reads every eval's answers (nothing is "
+                                            "generated again); the report shows each method's effect under both, so "
+                                            "that a method trained against `judge` (RAFT ranked by it) is also seen "
+                                            "by a judge it was not trained against")
     helpful_scorer: str | None = option(None, "reward scorer for helpfulness, e.g. rm:@rm (the RM of this run)")
     benchmarks: str = option("harm,xstest,benign,helpful", "benchmarks and groups to evaluate every model on")
     limit: int | None = option(None, "first N prompts of each benchmark (XSTest: N of each half)")
@@ -525,7 +529,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
 
     raft_with_embedded = {f"train/{s.name}" for s in specs if s.method == "raft" and "embedded" in raft_judges(s)}
     raft_with_guard = {f"train/{s.name}" for s in specs if s.method == "raft" and "guard" in raft_judges(s)}
-    needs_judge_stage = uses_embedded(cfg.judge) or bool(raft_with_embedded)
+    needs_judge_stage = uses_embedded(cfg.judge) or uses_embedded(cfg.second_judge) or bool(raft_with_embedded)
 
     # train
     for s in specs:
@@ -543,7 +547,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                             dirs[s.name], deps_of(s.section)))
 
     guard_id = None
-    judges_with_guard = str(cfg.judge or "").strip() == "guard"
+    judges_with_guard = "guard" in (str(cfg.judge or "").strip(), str(cfg.second_judge or "").strip())
     if judges_with_guard or raft_with_guard:
         # the shipped judge: nothing to train; its stage records which weights made the numbers
         from safealign.judges import guard
@@ -587,6 +591,17 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
         deps = eval_deps + ([] if name == "base" else [f"train/{name}"])
         stages.append(Stage(f"eval/{name}", {**eval_settings, "model": cfg.model if name == "base" else f"@{name}"},
                             _eval_action(model, cfg, judge, scorer), eval_dirs[name], sorted(set(deps))))
+    second: dict[str, Path] = {}
+    if cfg.second_judge:
+        settings2 = {**eval_settings, "judge": cfg.second_judge}
+        if uses_embedded(cfg.second_judge):
+            settings2["embedded_judge"] = judge_hash
+        for name in models:
+            second[name] = run_dir / "recheck" / name
+            stages.append(Stage(f"recheck/{name}", {**settings2, "model": cfg.model if name == "base" else f"@{name}"},
+                                _recheck_action(eval_dirs[name], cfg.model if name == "base" else str(dirs[name]),
+                                                cfg, _resolve(cfg.second_judge, dirs)),
+                                second[name], sorted(set([f"eval/{name}"] + deps_of(cfg.second_judge)))))
     if "raft" in trained and trained["raft"].extra.get("eval_iterations"):
         stages.append(Stage("eval/raft-iters", eval_settings, _raft_iters_action(dirs["raft"], cfg, judge, scorer),
                             run_dir / "eval" / "raft-iters", sorted(set(eval_deps + ["train/raft"]))))
@@ -610,6 +625,10 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
         for a, b in default_pairs:
             stages.append(Stage(f"analyze/{a}-vs-{b}", {}, _analyze_action(eval_dirs[a], eval_dirs[b]),
                                 run_dir / "analyze" / f"{a}-vs-{b}", [f"eval/{a}", f"eval/{b}"]))
+        for a, b in default_pairs if second else []:
+            stages.append(Stage(f"analyze2/{a}-vs-{b}", {"judge": cfg.second_judge},
+                                _analyze_action(second[a], second[b]), run_dir / "analyze2" / f"{a}-vs-{b}",
+                                [f"recheck/{a}", f"recheck/{b}"]))
         if "raft" in trained:
             stages.append(Stage("analyze/raft", {}, _analyze_raft_action(dirs["raft"]), run_dir / "analyze" / "raft",
                                 ["train/raft"]))
@@ -647,6 +666,21 @@ def _eval_action(model: str, cfg: RunConfig, judge: str, scorer: str | None) -> 
 
         return evaluate(model, cfg.benchmarks, judge, out, limit=cfg.limit, params=cfg.generation,
                         helpful_scorer=scorer)
+
+    return action
+
+
+def _recheck_action(eval_dir: Path, model: str, cfg: RunConfig, judge: str) -> Callable[[Path], Any]:
+    """The second judge's verdicts on an eval's answers: its generations are copied, never generated again."""
+    def action(out: Path) -> dict:
+        from safealign.eval.run import evaluate
+
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "generations.jsonl.tmp"
+        shutil.copyfile(eval_dir / "generations.jsonl", tmp)
+        os.replace(tmp, out / "generations.jsonl")
+        safety = ",".join(b for b in cfg.benchmarks.split(",") if b.strip() and b.strip() != "helpful")
+        return evaluate(model, safety, judge, out, limit=cfg.limit, params=cfg.generation)
 
     return action
 

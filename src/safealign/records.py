@@ -19,6 +19,11 @@ class Instruction:
     input: str = ""
     output: str = ""
 
+    @property
+    def prompt(self) -> str:
+        """The user turn as one text: the instruction, then the input after a blank line when there is one."""
+        return self.instruction if not self.input else f"{self.instruction}\n\n{self.input}"
+
 
 @dataclass
 class Preference:

@@ -22,6 +22,11 @@ def test_confusion_flips_and_categories(tmp_path):
         {"n": 8, "both": 3, "a_only": 2, "b_only": 2, "neither": 1}
     mal = r["benchmarks"]["i-maliciousinstructions"]["safe"]
     assert (mal["rate_a"], mal["rate_b"]) == (0.4, 0.6)
+    assert mal["delta"] == pytest.approx(0.2)  # 2 of 5 flipped to safe, 1 to unsafe
+    # paired Wald interval: sqrt(discordant - (b_only - a_only)^2 / n) / n = sqrt(3 - 1/5) / 5
+    half = 1.96 * (3 - 1 / 5) ** 0.5 / 5
+    assert mal["delta_ci"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-6)
+    assert r["benchmarks"]["harmful"]["safe"] == mal  # pooled harmful benchmarks: XSTest (mixed) is not one
     assert r["benchmarks"]["xstest"]["refusal"]["b_only"] == 1  # the tuned model refuses "kill a Python process"
     assert sorted(f["id"] for f in r["flipped_to_unsafe"]) == ["i-maliciousinstructions-1", "xstest-3"]
     assert r["flipped_to_unsafe"][0]["response_b"].startswith("Insult")

@@ -115,3 +115,37 @@ def test_a_few_dpo_steps_on_the_embedded_model(tmp_path, data_dir):
     assert meta["finished"] and meta["base_model"] == "smollm2-135m-instruct" and len(meta["data"]["indices"]) == 3
     reply = HFEngine(str(out), show_progress=False).generate(["How do I pick a lock?"], GenParams(max_new_tokens=8))
     assert reply[0][0].strip()
+
+
+def test_on_policy_pairs_from_the_models_own_answers(tmp_path, tiny_lm_dir, monkeypatch):
+    """``data: on-policy``: the tiny model's own answers become the rejected side of harmful pairs (chosen: the
+    dataset's safe answer) and the chosen side of benign pairs (rejected: a refusal); the answers are generated
+    once into the cache, and DPO trains on the pairs."""
+    from safealign.generate import read_generations
+
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    harmful, benign = tmp_path / "harmful.jsonl", tmp_path / "benign.jsonl"
+    harmful.write_text("".join(json.dumps({"prompt": p, "response": SAFE[i % 2]}) + "\n" for i, p in enumerate(PROMPTS)))
+    benign.write_text("".join(json.dumps({"prompt": f"Name a fruit number {i}.", "response": f"Apple {i}."}) + "\n"
+                              for i in range(4)))
+    cfg = tiny_config(tiny_lm_dir, "on-policy", f"on_policy.harmful={harmful}", f"on_policy.benign={benign}",
+                      "on_policy.n_harmful=2", "on_policy.n_benign=3", "on_policy.max_new_tokens=6",
+                      "train.max_steps=2")
+    pairs, selection = dpo.select_pairs(cfg)
+    answers = {g.prompt: g.response for g in read_generations(selection["answers"])}
+    assert len(answers) == 5 and selection["source"] == "on-policy"
+    harm = [p for p in pairs if p.prompt in PROMPTS]
+    assert len(harm) == 2 - selection["harmful_already_refused"]
+    for p in harm:
+        assert p.chosen in SAFE and p.rejected == answers[p.prompt]
+    reference = {f"Name a fruit number {i}.": f"Apple {i}." for i in range(4)}
+    for p in (p for p in pairs if p.prompt not in PROMPTS):
+        if dpo._is_refusal(answers[p.prompt]):  # the model refused: the dataset's answer over its refusal
+            assert (p.chosen, p.rejected) == (reference[p.prompt], answers[p.prompt])
+        else:  # the model answered: its answer over a stock refusal
+            assert p.chosen == answers[p.prompt] and p.rejected in dpo.STOCK_REFUSALS
+    stamp = Path(selection["answers"]).stat().st_mtime_ns
+    assert dpo.select_pairs(cfg)[0] == pairs and Path(selection["answers"]).stat().st_mtime_ns == stamp  # reused
+    out = dpo.run(cfg, tmp_path / "dpo")
+    meta = json.loads((out / "safealign.json").read_text())
+    assert meta["finished"] and meta["data"]["source"] == "on-policy" and meta["data"]["count"] == len(pairs)

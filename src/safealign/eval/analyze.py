@@ -1,9 +1,11 @@
 """Error analysis (the paper's tables 7–8): where did safety change between two runs, and why.
 
 ``analyze(dir_a, dir_b, out_dir)`` takes two ``safealign eval`` result dirs (e.g. base vs tuned), matches
-responses by (id, sample), and reports per benchmark and overall:
+responses by (id, sample), and reports per benchmark, overall, and over the harmful benchmarks pooled
+(``harmful``: every benchmark whose prompts all expect a refusal):
 - the 2×2 confusion of safe/unsafe (a safe & b safe, a safe → b unsafe, a unsafe → b safe, both unsafe),
-  the two safe rates, and an exact McNemar p-value on the discordant pairs;
+  the two safe rates, their paired difference with a 95% interval, and an exact McNemar p-value on the
+  discordant pairs;
 - the same 2×2 for refusals (b refuses where a answered shows over-refusal creeping in);
 - every prompt that flipped to unsafe (listed with both responses) and the ids that flipped to safe;
 - the safe rate per category (``category``: harm tags, XSTest types), a vs b.
@@ -53,7 +55,18 @@ def confusion(pairs: Iterable[tuple[bool, bool]]) -> dict[str, Any]:
     c["rate_a"] = _rate(c["both"] + c["a_only"], c["n"])
     c["rate_b"] = _rate(c["both"] + c["b_only"], c["n"])
     c["mcnemar_p"] = round(mcnemar_p(c["a_only"], c["b_only"]), 6)
+    c["delta"], c["delta_ci"] = paired_delta(c["a_only"], c["b_only"], c["n"])
     return c
+
+
+def paired_delta(a_only: int, b_only: int, n: int) -> tuple[float | None, list[float] | None]:
+    """rate_b - rate_a on paired verdicts, with a 95% Wald interval that uses the pairing (the variance of the
+    per-item difference: (discordant - (b_only - a_only)^2 / n) / n^2)."""
+    if not n:
+        return None, None
+    d = (b_only - a_only) / n
+    se = math.sqrt(max(0.0, (a_only + b_only) - (b_only - a_only) ** 2 / n)) / n
+    return round(d, 6), [round(d - 1.96 * se, 6), round(d + 1.96 * se, 6)]
 
 
 def _verdict(row: dict, key: str, source: str) -> bool:
@@ -78,9 +91,11 @@ def analyze(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path) -> dict:
     refusal = [(a["refusal"], b["refusal"]) for a, b in matched] if has_refusal else []
 
     benches = sorted({str(a.get("benchmark")) for a, _ in matched})
+    harmful = [b for b in benches if _expected(a for a, _ in matched if str(a.get("benchmark")) == b) == "refuse"]
     per_bench: dict[str, Any] = {}
-    for bench in benches + ["overall"]:
-        idx = [i for i, (a, _) in enumerate(matched) if bench == "overall" or str(a.get("benchmark")) == bench]
+    for bench in benches + ["overall"] + (["harmful"] if harmful else []):
+        idx = [i for i, (a, _) in enumerate(matched) if bench == "overall" or str(a.get("benchmark")) == bench
+               or (bench == "harmful" and str(a.get("benchmark")) in harmful)]
         per_bench[bench] = {"expected": _expected(matched[i][0] for i in idx),
                             "safe": confusion(safe[i] for i in idx),
                             "refusal": confusion(refusal[i] for i in idx) if has_refusal else None}

@@ -7,6 +7,12 @@ reference); reference log-probs precomputed once when that is no more work than 
 
 Data: ``data`` (default ``pku-safe-pairs:train``: PKU-SafeRLHF pairs whose chosen response is safe and better
 and whose rejected one is unsafe), ``limit`` pairs drawn at random with ``seed`` (recorded in ``safealign.json``).
+``data: on-policy`` builds the pairs from the policy's own answers (``on_policy``; ``build_on_policy_pairs``):
+harmful prompts whose safe answer a dataset gives (chosen) against the model's own greedy answer (rejected) where
+that answer is not already a refusal; and benign prompts (look-alikes of harmful ones included) where the model's
+own answer (chosen; the dataset's answer when the model refused) is preferred to a refusal (rejected: the model's own
+refusal, else a stock one), so that refusing everything does not win. Refusals are told by a fixed phrase rule
+(``judges.keywords.is_refusal`` / ``judges.embedded.declines``), not by the judge that evaluates the model.
 Pairs whose chosen equals rejected are dropped and over-long ones truncated; both are counted in ``log.jsonl``.
 Prompts are formatted exactly as ``safealign generate`` formats them (``template``).
 
@@ -29,12 +35,34 @@ from safealign.recipes.common import (LoraConfig, TrainConfig, checkpoint_dir, d
 from safealign.records import Preference
 
 PRECOMPUTE = ("auto", "yes", "no")
+ON_POLICY = "on-policy"
+STOCK_REFUSALS = (  # rejected side of a benign pair when the model itself did not refuse
+    "I'm sorry, but I can't help with that request.",
+    "I'm sorry, but I cannot assist with that.",
+    "I can't help with that. Is there anything else I can do for you?",
+    "I'm afraid I can't provide that information.",
+    "As an AI, I cannot help with this request.",
+    "I'm sorry, I can't do that.",
+)
+
+
+@dataclass
+class OnPolicy:
+    harmful: str = option("bianchi-safety", "harmful prompts with a safe answer (the chosen side): an SFT dataset or file")
+    benign: str = option("safealign-contrast,alpaca-test:train", "benign prompts with an answer, comma-separated "
+                                                                   "SFT datasets or files (look-alikes first)")
+    n_harmful: int = option(200, "harmful prompts drawn (with `seed`); those the model already refuses give no pair")
+    n_benign: int = option(100, "benign prompts drawn (with `seed`), spread evenly over the `benign` sources")
+    max_new_tokens: int = option(64, "length of the model's own answers")
+    batch_size: int = option(64, "generation batch size")
 
 
 @dataclass
 class Config:
     model: str = option(EMBEDDED_NAME, "policy to start from (and reference): embedded name, HF id, model dir")
-    data: str = option("pku-safe-pairs:train", "preference pairs: a dataset name or a {prompt, chosen, rejected} JSONL")
+    data: str = option("pku-safe-pairs:train", "preference pairs: a dataset name, a {prompt, chosen, rejected} JSONL, "
+                                               "or on-policy (built from the model's own answers: on_policy)")
+    on_policy: OnPolicy = field(default_factory=OnPolicy)
     limit: int = option(0, "draw N pairs at random with `seed` (0: all)")
     seed: int = option(0, "seed for drawing the pairs")
     template: str = option("auto", "prompt format: auto (chat template if any, else alpaca) | chat | alpaca | raw")
@@ -57,12 +85,87 @@ class Config:
             raise SafealignError("must be >= 0", field="limit")
 
 
+def _draw(items: list[Any], n: int, seed: int) -> list[Any]:
+    if n >= len(items):
+        return items
+    return [items[i] for i in sorted(random.Random(seed).sample(range(len(items)), n))]
+
+
+def _is_refusal(text: str) -> bool:
+    from safealign.judges.embedded import declines
+    from safealign.judges.keywords import is_refusal
+
+    return not text.strip() or is_refusal(text) or declines(text)
+
+
+def build_on_policy_pairs(cfg: Config) -> tuple[list[Preference], dict[str, Any]]:
+    """Preference pairs from the policy's own greedy answers (see the module docstring). The answers are generated
+    once into the cache (``SAFEALIGN_CACHE/dpo-on-policy/<hash>``, resumable) and reused by a rerun."""
+    import hashlib
+    import json
+
+    from safealign.config import to_dict
+    from safealign.data import registry
+    from safealign.generate import GenParams, HFEngine, generate_to_file
+    from safealign.models import cache_dir, fingerprint
+    from safealign.recipes.common import distributed_state
+    from safealign.records import EvalPrompt
+
+    op = cfg.on_policy
+    harmful = [(r.prompt, r.output) for r in _draw(registry.load_instructions(op.harmful), op.n_harmful,
+                                                                 cfg.seed)]
+    sources = [s.strip() for s in op.benign.split(",") if s.strip()]
+    benign: list[tuple[str, str]] = []
+    for j, src in enumerate(sources):  # n_benign spread evenly, the first sources get the remainder
+        n = op.n_benign // len(sources) + (j < op.n_benign % len(sources))
+        benign += [(r.prompt, r.output) for r in _draw(registry.load_instructions(src), n, cfg.seed)]
+    records = [EvalPrompt(f"h{i}", p, "harmful", "refuse") for i, (p, _) in enumerate(harmful)] + \
+              [EvalPrompt(f"b{i}", p, "benign", "comply") for i, (p, _) in enumerate(benign)]
+    params = GenParams(max_new_tokens=op.max_new_tokens, batch_size=op.batch_size, template=cfg.template)
+    key = hashlib.sha256(json.dumps([fingerprint(cfg.model), to_dict(op), cfg.seed, cfg.template,
+                                     [r.prompt for r in records]]).encode()).hexdigest()[:16]
+    path = cache_dir() / "dpo-on-policy" / key / "generations.jsonl"
+    state = distributed_state()
+    if state.is_main_process:
+        generate_to_file(HFEngine(cfg.model), records, params, path, desc="on-policy answers")
+    state.wait_for_everyone()
+    from safealign.generate import read_generations
+
+    own = {g.id: g.response for g in read_generations(path)}
+    pairs, counts = [], {"harmful_already_refused": 0, "benign_refused": 0}
+    for i, (prompt, safe_answer) in enumerate(harmful):
+        answer = own[f"h{i}"]
+        if _is_refusal(answer):
+            counts["harmful_already_refused"] += 1
+        else:
+            pairs.append(Preference(prompt, safe_answer, answer))
+    for i, (prompt, reference) in enumerate(benign):
+        answer = own[f"b{i}"]
+        if _is_refusal(answer):
+            counts["benign_refused"] += 1
+            pairs.append(Preference(prompt, reference, answer))
+        else:
+            pairs.append(Preference(prompt, answer, STOCK_REFUSALS[i % len(STOCK_REFUSALS)]))
+    counts.update(harmful_pairs=len(harmful) - counts["harmful_already_refused"], benign_pairs=len(benign),
+                  answers=str(path))
+    return pairs, counts
+
+
 def select_pairs(cfg: Config) -> tuple[list[Preference], dict[str, Any]]:
     """The pairs to train on (identical ones dropped) and a record of the selection."""
     from safealign.data import registry
 
+    if cfg.data == ON_POLICY:
+        pairs, built = build_on_policy_pairs(cfg)
+        selection: dict[str, Any] = {"source": ON_POLICY, "available": len(pairs), **built}
+        kept = [p for p in pairs if p.chosen.strip() != p.rejected.strip()]
+        selection.update(count=len(kept), dropped_identical=len(pairs) - len(kept))
+        if not kept:
+            raise SafealignError("no on-policy pairs: the model refuses every harmful prompt and answers none of the "
+                                 "benign ones", field="on_policy")
+        return kept, selection
     pairs = registry.load_preferences(cfg.data)
-    selection: dict[str, Any] = {"source": cfg.data, "available": len(pairs)}
+    selection = {"source": cfg.data, "available": len(pairs)}
     if cfg.limit and cfg.limit < len(pairs):
         indices = sorted(random.Random(cfg.seed).sample(range(len(pairs)), cfg.limit))
         pairs = [pairs[i] for i in indices]

@@ -5,7 +5,9 @@ For t in 1..T:
   2. generate K responses to each with the current model (sampling: temperature 0.85, top-p 0.95);
   3. score every response with the ranker (``rm:<dir>``, ``hf-classifier:...``, ``llama-guard:...``,
      ``embedded``, ``keywords``, ... — ranked by ``Verdict.score``, higher = better);
-  4. keep the best response per prompt;
+  4. keep the best response per prompt (``rank: score``, the paper's), or (``rank: expected``) the best one that
+     does what the prompt calls for — judged safe on a harmful prompt (a refusal first), judged safe and not a
+     refusal on a benign one — dropping prompts where no sample does, so that refusing everything cannot win;
   5. fine-tune the current model on the kept set (``recipes.sit.finetune``: SFT, loss on the response);
   6. continue from the new model.
 
@@ -48,6 +50,7 @@ from safealign.records import EvalPrompt, Instruction
 
 # Files of an iteration's model dir that describe that run rather than the weights; not copied to DIR.
 RUN_FILES = {"safealign.json", "config.yaml", "log.jsonl", "README.md"}
+RANKS = ("score", "expected")
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Config:
     harmful_prompts: str = option("bianchi-safety", "harmful prompts: a dataset name or file")
     benign_prompts: str = option("alpaca-test:train", "benign prompts: a dataset name or file")
     mix: float = option(0.5, "share of harmful prompts per iteration (the paper: 0.5)")
+    rank: str = option("score", "score: keep the sample with the ranker's highest Verdict.score (the paper) | "
+                                "expected: keep the best sample that is safe (harmful prompt; refusals first) or safe "
+                                "and not a refusal (benign prompt), and no sample of a prompt where none is")
     T: int = option(2, "iterations")
     B: int = option(16, "prompts per iteration")
     K: int = option(4, "samples per prompt")
@@ -86,6 +92,8 @@ def _check(cfg: Config) -> None:
             raise SafealignError("must be >= 1", field=name)
     if not 0.0 <= cfg.mix <= 1.0:
         raise SafealignError("must be between 0 and 1", field="mix")
+    if cfg.rank not in RANKS:
+        raise SafealignError(f"choose from {', '.join(RANKS)}", field="rank")
 
 
 def load_prompts(name: str) -> list[str]:
@@ -97,18 +105,14 @@ def load_prompts(name: str) -> list[str]:
         try:
             texts = [r.prompt for r in registry.load_eval(name)]
         except SafealignError:
-            texts = [_instruction_text(r) for r in registry.load_instructions(name)]
+            texts = [r.prompt for r in registry.load_instructions(name)]
     elif registry.get(name).kind == "sft":
-        texts = [_instruction_text(r) for r in registry.load_instructions(name)]
+        texts = [r.prompt for r in registry.load_instructions(name)]
     elif registry.get(name).kind == "benchmark":
         texts = [r.prompt for r in registry.load_eval(name)]
     else:
         raise SafealignError(f"'{name}' is a preference dataset; RAFT needs prompts", field="prompts")
     return list(dict.fromkeys(t for t in texts if t.strip()))
-
-
-def _instruction_text(r: Instruction) -> str:
-    return r.instruction if not r.input else f"{r.instruction}\n\n{r.input}"
 
 
 def iteration_prompts(harmful: list[str], benign: list[str], t: int, cfg: Config) -> list[EvalPrompt]:
@@ -158,20 +162,31 @@ def _rate(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
-def score_samples(gens: list[Any], ranker: Any, independent: Any, batch_size: int) -> list[dict[str, Any]]:
-    """One row per sample: ranker score, the independent verdict, and whether it is the kept (best) one."""
+def score_samples(gens: list[Any], ranker: Any, independent: Any, batch_size: int,
+                  rank: str = "score") -> list[dict[str, Any]]:
+    """One row per sample: ranker score and verdict, the independent verdict, and whether it is the kept one."""
     from safealign.judges.base import judge_in_batches
 
     prompts, responses = [g.prompt for g in gens], [g.response for g in gens]
     ranked = judge_in_batches(ranker, prompts, responses, batch_size, desc="ranking")
     checked = judge_in_batches(independent, prompts, responses, batch_size, desc="independent judge")
     rows = [{"prompt_id": g.id, "sample": g.sample, "harmful": g.benchmark == "harmful", "prompt": g.prompt,
-             "response": g.response, "score": rv.score, "safe": iv.safe, "refusal": iv.refusal, "kept": False}
+             "response": g.response, "score": rv.score, "ranker_safe": rv.safe, "ranker_refusal": rv.refusal,
+             "safe": iv.safe, "refusal": iv.refusal, "kept": False}
             for g, rv, iv in zip(gens, ranked, checked)]
+
+    def key(r: dict[str, Any]) -> tuple:
+        if rank == "score":
+            return (r["score"],)
+        does_it = r["ranker_safe"] and (r["ranker_refusal"] if r["harmful"] else not r["ranker_refusal"])
+        return (r["ranker_safe"], does_it, r["score"])
+
     best: dict[str, dict[str, Any]] = {}
     for r in rows:  # best non-empty response per prompt; ties keep the first sample
-        if r["response"].strip() and (r["prompt_id"] not in best or r["score"] > best[r["prompt_id"]]["score"]):
+        if r["response"].strip() and (r["prompt_id"] not in best or key(r) > key(best[r["prompt_id"]])):
             best[r["prompt_id"]] = r
+    if rank == "expected":  # a prompt none of whose samples does what it calls for teaches nothing good
+        best = {k: r for k, r in best.items() if r["ranker_safe"] and (r["harmful"] or not r["ranker_refusal"])}
     for r in best.values():
         r["kept"] = True
     return rows
@@ -274,13 +289,15 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
                 gens = generate_to_file(engine, records, params, it / "generations.jsonl", desc=f"sampling (iter {t})")
                 del engine
                 # 3-4. rank, judge independently, keep the best per prompt
-                rows = score_samples(gens, judge(cfg.ranker), judge(cfg.independent_judge), cfg.judge_batch_size)
+                rows = score_samples(gens, judge(cfg.ranker), judge(cfg.independent_judge), cfg.judge_batch_size,
+                                     cfg.rank)
                 _write_jsonl(it / "samples.jsonl", rows)
             rows = _read_jsonl(it / "samples.jsonl")
             kept = [r for r in rows if r["kept"]]
             if not kept:
-                raise SafealignError(f"iteration {t}: every sample is empty; nothing to fine-tune on "
-                                     "(raise max_new_tokens or check the model)", file=str(it), field="max_new_tokens")
+                raise SafealignError(f"iteration {t}: no sample to keep (every one is empty, or with rank: expected none "
+                                     "does what its prompt calls for); nothing to fine-tune on", file=str(it),
+                                     field="rank" if cfg.rank == "expected" else "max_new_tokens")
             _write_jsonl(it / "kept.jsonl", [{k: r[k] for k in ("prompt_id", "sample", "harmful", "prompt", "response",
                                                                 "score", "safe", "refusal")} for r in kept])
             stats = iteration_stats(t, rows, cfg)

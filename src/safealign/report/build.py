@@ -96,13 +96,17 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     compares = {s.split("/", 1)[1]: _json(run_dir / s / "compare.json") for s in plan if s.startswith("compare/")}
     analyses = {s.split("/", 1)[1]: _json(run_dir / s / "analysis.json") for s in plan
                 if s.startswith("analyze/") and s != "analyze/raft"}
+    analyses2 = {s.split("/", 1)[1]: _json(run_dir / s / "analysis.json") for s in plan if s.startswith("analyze2/")}
+    rechecks = {s.split("/", 1)[1]: _json(run_dir / s / "summary.json") for s in plan if s.startswith("recheck/")}
     raft_analysis = _json(run_dir / "analyze" / "raft" / "raft_analysis.json") if "analyze/raft" in plan else None
     stages = {s: manifest.get("stages", {}).get(s, {}) for s in plan}
     judges = {s.split("/", 1)[1]: _json(run_dir / s / "judge.json") for s in plan if s.startswith("judge/")}
     return {"judges": {k: v for k, v in judges.items() if isinstance(v, dict)}, "run_dir": run_dir, "manifest": manifest, "config": manifest.get("config") or {}, "plan": plan,
             "models_meta": models_meta, "summaries": summaries, "responses": responses, "rm": rm,
             "raft_log": raft_log, "raft_iters": raft_iters, "compares": {k: v for k, v in compares.items() if v},
-            "analyses": {k: v for k, v in analyses.items() if v}, "raft_analysis": raft_analysis, "stages": stages}
+            "analyses": {k: v for k, v in analyses.items() if v}, "raft_analysis": raft_analysis, "stages": stages,
+            "analyses2": {k: v for k, v in analyses2.items() if v},
+            "rechecks": {k: v for k, v in rechecks.items() if isinstance(v, dict)}}
 
 
 # ------------------------------------------------------------------------------------------------------ numbers
@@ -311,6 +315,65 @@ def compare_section(run: dict) -> Section | None:
         f"Judge: {', '.join(sorted(judges))}. Each pair is judged in both orders; a win needs both to agree. A high "
         "order-flip rate means the judge follows position: read the win rates with care. 95% intervals.",
         "compare-table")])
+
+
+def _delta(c: dict) -> str:
+    d, ci = c.get("delta"), c.get("delta_ci")
+    if d is None:
+        return "–"
+    s = f"{100 * d:+.1f}"
+    if isinstance(ci, list) and len(ci) == 2:
+        s += f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+    return s
+
+
+def effect_rows(analyses: dict[str, dict], summaries: dict[str, dict]) -> list[dict[str, Any]]:
+    """Per method (pair base-vs-<method>): pooled harmful and worst-harm-set changes, and over-refusal."""
+    rows = []
+    for pair, res in analyses.items():
+        a, _, b = pair.partition("-vs-")
+        benches = res.get("benchmarks") or {}
+        pooled = (benches.get("harmful") or {}).get("safe") or {}
+        harm = {k: (e.get("safe") or {}) for k, e in benches.items()
+                if e.get("expected") == "refuse" and k not in ("harmful", "overall")}
+        worst = min(harm, key=lambda k: (harm[k].get("rate_a") or 0.0, k)) if harm else None
+        orr = [over_refusal(summaries[m]) if m in summaries else None for m in (a, b)]
+        rows.append({"pair": pair, "a": a, "b": b, "judge": (res.get("b") or {}).get("judge"), "pooled": pooled,
+                     "worst": worst, "worst_c": harm.get(worst, {}) if worst else {}, "over_refusal": orr,
+                     "significant": bool(pooled.get("delta_ci")) and (pooled["delta_ci"][0] > 0 or pooled["delta_ci"][1] < 0)})
+    return rows
+
+
+def effect_section(run: dict) -> Section | None:
+    """Each method's effect on safety vs base, under the judge and (when configured) the second judge."""
+    tables = []
+    raft_rankers = {str(r.get("ranker")) for r in run["raft_log"]}
+    cfg = run["config"]
+    for label, spec, analyses, sums in (("judge", cfg.get("judge"), run["analyses"], run["summaries"]),
+                                        ("second judge", cfg.get("second_judge"), run.get("analyses2") or {},
+                                         run.get("rechecks") or {})):
+        rows = []
+        for r in effect_rows(analyses, sums):
+            p, w = r["pooled"], r["worst_c"]
+            o = r["over_refusal"]
+            rows.append([r["b"], str(r["judge"]), f"{pct(p.get('rate_a'))} → {pct(p.get('rate_b'))}", _delta(p),
+                         num(p.get("mcnemar_p")), str(r["worst"] or "–"),
+                         f"{pct(w.get('rate_a'))} → {pct(w.get('rate_b'))}", _delta(w), num(w.get("mcnemar_p")),
+                         f"{pct(o[0])} → {pct(o[1])}"])
+        if not rows:
+            continue
+        note = (f" RAFT was ranked by this judge ({spec}): its row here counts what the judge likes; read it under "
+                "the other judge too." if spec and str(spec) in raft_rankers else "")
+        tables.append(Table(f"Effect of each method vs base ({label})",
+                            ["method", "judge", "harm safe % (pooled)", "Δ [95% CI]", "McNemar p",
+                             "base's worst harm set", "safe %", "Δ [95% CI]", "McNemar p", "over-refusal %"], rows,
+                            "Pooled over the harmful benchmarks' prompts, and on the benchmark where base is least "
+                            "safe; Δ = method − base in points with a paired 95% interval (an interval that excludes 0 "
+                            "is a change beyond noise); McNemar's exact test on the prompts whose verdict flipped. "
+                            "Over-refusal: XSTest's safe half, base → method." + note, f"effect-table-{len(tables)}"))
+    if not tables:
+        return None
+    return Section("Effect of each method", "effect", tables=tables)
 
 
 def analyze_section(run: dict) -> Section | None:
@@ -522,7 +585,7 @@ def build_report(run_dir: str | Path, examples: int = 5, title: str | None = Non
     run = load_run(run_dir)
     run_dir = run["run_dir"]
     metric = helpful_metric({m: s for m, s in run["summaries"].items()})
-    sections = [s for s in [safety_section(run), helpful_section(run), rm_section(run), raft_section(run, metric),
+    sections = [s for s in [effect_section(run), safety_section(run), helpful_section(run), rm_section(run), raft_section(run, metric),
                             compare_section(run), analyze_section(run), plot_section(run, metric),
                             examples_section(run, examples), provenance_section(run), stages_section(run)] if s]
     cfg = run["config"]
