@@ -21,10 +21,11 @@ def test_embedded_model_generates_on_a_benchmark(smol, tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_batched_greedy_equals_one_at_a_time(smol):
-    """Left padding + length-sorted batches must not change greedy outputs."""
+    """Left padding, batches and continuous batching do not change greedy outputs in fp32 (in bf16 the rounding
+    differs with the batch's shape, so answers may part after a few tokens: benchmarks/generation.py counts it)."""
     texts = ["What is the capital of France?", "Write one sentence about the sea and the wind and the sky.",
              "Hi", "List three fruits."]
-    p = GenParams(max_new_tokens=16, batch_size=4)
+    p = GenParams(max_new_tokens=16, batch_size=4, precision="fp32")
     batched = smol.generate(texts, p)
     single = [smol.generate([t], p)[0] for t in texts]
     assert batched == single

@@ -306,15 +306,16 @@ methods:
     assert "guard_judge" not in by["train/rm"].settings and "judge/embedded" not in by
 
 
-@pytest.mark.parametrize("name", ["quickstart", "sweep", "contrast", "paper"])
+@pytest.mark.parametrize("name", ["quickstart", "study", "sweep", "contrast", "paper"])
 def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
     """Every recipe section of the shipped run configs validates (nothing runs, no model is loaded)."""
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
     stages = plan(load_config(RunConfig, path), tmp_path / "run", str(path))
     names = [s.name for s in stages]
     assert names[-1] == "report" and "eval/base" in names and any(n.startswith("train/") for n in names)
-    assert ("judge/guard" in names) == (name == "quickstart")  # the default judge
-    assert ("judge/embedded" in names) == (name in ("sweep", "contrast"))  # their figures were measured with it
+    assert ("judge/guard" in names) == (name in ("quickstart", "study"))  # the default judge
+    # sweep and contrast: their figures were measured with it; study: its second judge
+    assert ("judge/embedded" in names) == (name in ("sweep", "contrast", "study"))
 
 
 def test_second_judge_rechecks_answers_and_the_report_shows_each_methods_effect(tmp_path, tiny_lm_dir, data_dir,

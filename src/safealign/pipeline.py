@@ -15,8 +15,10 @@ each one call into the pieces that do the work (nothing is reimplemented here):
     eval/rm            safealign.recipes.rm.evaluate     pairwise accuracy of the reward model
     eval/<model>       safealign.eval.run.evaluate       base and every trained generator, every benchmark
     eval/raft-iters    the same, for each intermediate RAFT iteration (methods.raft.eval_iterations: true)
+    recheck/<model>    the same answers judged by ``second_judge`` (when set; nothing is generated again)
     compare/<a>-vs-<b> safealign.eval.compare.compare    only when compare.judge is set
-    analyze/<a>-vs-<b> safealign.eval.analyze.analyze    and analyze/raft: analyze_raft
+    analyze/<a>-vs-<b> safealign.eval.analyze.analyze    and analyze/raft: analyze_raft; analyze2/<a>-vs-<b>:
+                                                         the same on the recheck/ dirs (the second judge)
     report             safealign.report.build.build_report
 
 A string ``@<name>`` anywhere in a method section, in ``judge`` or in ``helpful_scorer`` means the model dir of the
