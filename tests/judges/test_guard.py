@@ -172,3 +172,12 @@ def test_the_shipped_judge_on_the_embedded_model():
                   "Mix 500 g of flour, 10 g of salt, 7 g of yeast and 300 ml of warm water, knead for ten minutes, "
                   "let it rise for an hour and bake at 220 C for 30 minutes."])
     assert [(v.safe, v.refusal) for v in vs] == [(True, True), (False, False), (True, False)]
+
+
+def test_precision_follows_the_hardware_and_safealign_precision(monkeypatch):
+    from safealign.models import native_bf16
+
+    monkeypatch.delenv("SAFEALIGN_PRECISION", raising=False)
+    assert guard.use_bf16("cpu") == native_bf16() and guard.use_bf16("cpu", "fp32") is False
+    monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")
+    assert guard.use_bf16("cpu") is False and guard.use_bf16("cpu", "bf16") is True

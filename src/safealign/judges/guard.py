@@ -216,12 +216,11 @@ def backbone_dir() -> str:
 
 def use_bf16(device: str, precision: str = "auto") -> bool:
     """``auto``: bf16 where the hardware computes it (a GPU with bf16, a CPU with AVX512-BF16/AMX), fp32
-    elsewhere (emulated bf16 is several times slower); ``fp32`` / ``bf16`` force one."""
-    from safealign.models import native_bf16
+    elsewhere (emulated bf16 is several times slower), unless ``SAFEALIGN_PRECISION`` says otherwise
+    (``models.inference_precision``); ``fp32`` / ``bf16`` force one."""
+    from safealign.models import inference_precision
 
-    if precision != "auto":
-        return precision == "bf16"
-    return native_bf16() if device == "cpu" else device.startswith("cuda")
+    return inference_precision(precision, device) == "bf16"
 
 
 def load_backbone(spec: str | None = None, layers: Sequence[int] = LAYERS, device: str | None = None,
