@@ -16,6 +16,7 @@ same output, it skips what is finished; a line cut by a kill -9 is dropped befor
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -101,7 +102,8 @@ class HFEngine:
         return inference_precision(params.precision, str(next(self.model.parameters()).device))
 
     def generate(self, prompts: Sequence[str], params: GenParams, on_batch=None) -> list[list[str]]:
-        """Generate for all prompts; ``on_batch(indices, outputs)`` is called as prompts finish (all K samples)."""
+        """Generate for all prompts; ``on_batch(indices, outputs)`` is called as prompts finish (all K samples).
+        The model is cast to ``params.precision`` first (in place: a model passed in as ``model_obj`` is too)."""
         import torch
 
         from safealign.models import for_inference
@@ -112,7 +114,8 @@ class HFEngine:
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # long first: OOM shows early
         rows = [(i, k) for i in order for k in range(params.num_samples)]  # one row per (prompt, sample)
         results: list[list[str]] = [[""] * params.num_samples for _ in texts]
-        left = [params.num_samples] * len(texts)
+        left = [params.num_samples] * len(texts)  # samples still decoding, per prompt
+        unfinished = len(texts)
         if params.temperature > 0:
             torch.manual_seed(params.seed)
 
@@ -128,7 +131,8 @@ class HFEngine:
             i = finished(row, tokens)
             if i is not None:
                 done.append(i)
-            if on_batch and done and (len(done) >= params.batch_size or sum(left) == 0):
+                unfinished -= 1
+            if on_batch and done and (len(done) >= params.batch_size or unfinished == 0):
                 on_batch(done, [results[i] for i in done])
                 done = []
         if on_batch and done:
@@ -165,8 +169,7 @@ def continuous_decode(model: Any, prompt_ids: Sequence[list[int]], keys: Sequenc
         if params.top_p < 1.0:
             warpers.append(TopPLogitsWarper(params.top_p))
     eos = torch.tensor(list(eos_ids) or [-1], device=device)
-    import inspect  # transformers 5 renamed forward's ``past_key_values`` to ``cache``
-
+    # transformers 5 renamed forward's ``past_key_values`` to ``cache``
     cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     waiting = list(range(len(prompt_ids)))[::-1]  # a stack: pop() takes the next row in order
     refill_at = max(1, params.batch_size // 4)

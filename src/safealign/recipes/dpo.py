@@ -106,14 +106,13 @@ def build_on_policy_pairs(cfg: Config) -> tuple[list[Preference], dict[str, Any]
 
     from safealign.config import to_dict
     from safealign.data import registry
-    from safealign.generate import GenParams, HFEngine, generate_to_file
-    from safealign.models import cache_dir, fingerprint
+    from safealign.generate import GenParams, HFEngine, generate_to_file, read_generations
+    from safealign.models import cache_dir, fingerprint, inference_precision
     from safealign.recipes.common import distributed_state
     from safealign.records import EvalPrompt
 
     op = cfg.on_policy
-    harmful = [(r.prompt, r.output) for r in _draw(registry.load_instructions(op.harmful), op.n_harmful,
-                                                                 cfg.seed)]
+    harmful = [(r.prompt, r.output) for r in _draw(registry.load_instructions(op.harmful), op.n_harmful, cfg.seed)]
     sources = [s.strip() for s in op.benign.split(",") if s.strip()]
     benign: list[tuple[str, str]] = []
     for j, src in enumerate(sources):  # n_benign spread evenly, the first sources get the remainder
@@ -123,14 +122,13 @@ def build_on_policy_pairs(cfg: Config) -> tuple[list[Preference], dict[str, Any]
               [EvalPrompt(f"b{i}", p, "benign", "comply") for i, (p, _) in enumerate(benign)]
     params = GenParams(max_new_tokens=op.max_new_tokens, batch_size=op.batch_size, template=cfg.template)
     key = hashlib.sha256(json.dumps([fingerprint(cfg.model), to_dict(op), cfg.seed, cfg.template,
+                                     inference_precision(params.precision),
                                      [r.prompt for r in records]]).encode()).hexdigest()[:16]
     path = cache_dir() / "dpo-on-policy" / key / "generations.jsonl"
     state = distributed_state()
     if state.is_main_process:
         generate_to_file(HFEngine(cfg.model), records, params, path, desc="on-policy answers")
     state.wait_for_everyone()
-    from safealign.generate import read_generations
-
     own = {g.id: g.response for g in read_generations(path)}
     pairs, counts = [], {"harmful_already_refused": 0, "benign_refused": 0}
     for i, (prompt, safe_answer) in enumerate(harmful):

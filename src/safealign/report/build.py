@@ -339,8 +339,7 @@ def effect_rows(analyses: dict[str, dict], summaries: dict[str, dict]) -> list[d
         worst = min(harm, key=lambda k: (harm[k].get("rate_a") or 0.0, k)) if harm else None
         orr = [over_refusal(summaries[m]) if m in summaries else None for m in (a, b)]
         rows.append({"pair": pair, "a": a, "b": b, "judge": (res.get("b") or {}).get("judge"), "pooled": pooled,
-                     "worst": worst, "worst_c": harm.get(worst, {}) if worst else {}, "over_refusal": orr,
-                     "significant": bool(pooled.get("delta_ci")) and (pooled["delta_ci"][0] > 0 or pooled["delta_ci"][1] < 0)})
+                     "worst": worst, "worst_c": harm.get(worst, {}) if worst else {}, "over_refusal": orr})
     return rows
 
 
