@@ -86,8 +86,8 @@ def test_inference_device_and_precision_follow_the_hardware_and_env(tiny_lm_dir,
     model, _ = models.load_causal_lm(str(tiny_lm_dir))
     placed = models.for_inference(model)  # auto: bf16 only where the CPU has bf16 units
     p = next(placed.parameters())
-    assert p.device.type == "cpu" and p.dtype == (torch.bfloat16 if models.native_bf16() else torch.float32)
-    assert models.inference_precision() == ("bf16" if models.native_bf16() else "fp32")
+    assert p.device.type == "cpu" and p.dtype == (torch.bfloat16 if models.cpu_bf16() else torch.float32)
+    assert models.inference_precision() == ("bf16" if models.cpu_bf16() else "fp32")
     monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")
     assert next(models.for_inference(model).parameters()).dtype == torch.float32
     assert next(models.for_inference(model, precision="bf16").parameters()).dtype == torch.bfloat16

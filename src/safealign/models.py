@@ -223,6 +223,13 @@ def native_bf16() -> bool:
 
     if torch.cuda.is_available():
         return bool(torch.cuda.is_bf16_supported())
+    return cpu_bf16()
+
+
+def cpu_bf16() -> bool:
+    """Whether this machine's CPU computes bf16 natively (oneDNN: AVX512-BF16 or AMX)."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -234,7 +241,7 @@ INFERENCE_PRECISIONS = ("auto", "fp32", "bf16")
 
 def inference_precision(precision: str = "auto", device: str | None = None) -> str:
     """``fp32`` | ``bf16`` | ``fp16`` that inference runs in. ``auto``: bf16 on a GPU with bf16 (fp16 on an
-    older one) and on a CPU with bf16 units (AVX512-BF16 / AMX: ~2.7x the fp32 speed for SmolLM2, measured in
+    older one) and on a CPU with bf16 units (AVX512-BF16 / AMX: 2.6x the fp32 speed for SmolLM2, measured in
     ``benchmarks/generation.py``); fp32 on any other CPU, where bf16 is emulated and slower than fp32.
     ``SAFEALIGN_PRECISION`` (fp32 | bf16) replaces ``auto`` everywhere: generation, judges, scorers."""
     import torch
@@ -249,7 +256,7 @@ def inference_precision(precision: str = "auto", device: str | None = None) -> s
     device = device or inference_device()
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if native_bf16() else "fp32"
+    return "bf16" if cpu_bf16() else "fp32"  # the CPU's own units, even where a GPU is present but not used
 
 
 def for_inference(model: Any, device: str | None = None, precision: str = "auto") -> Any:

@@ -175,9 +175,9 @@ def test_the_shipped_judge_on_the_embedded_model():
 
 
 def test_precision_follows_the_hardware_and_safealign_precision(monkeypatch):
-    from safealign.models import native_bf16
+    from safealign.models import cpu_bf16
 
     monkeypatch.delenv("SAFEALIGN_PRECISION", raising=False)
-    assert guard.use_bf16("cpu") == native_bf16() and guard.use_bf16("cpu", "fp32") is False
+    assert guard.use_bf16("cpu") == cpu_bf16() and guard.use_bf16("cpu", "fp32") is False
     monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")
     assert guard.use_bf16("cpu") is False and guard.use_bf16("cpu", "bf16") is True
