@@ -265,7 +265,8 @@ def for_inference(model: Any, device: str | None = None, precision: str = "auto"
     import torch
 
     device = device or inference_device()
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[inference_precision(precision, device)]
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    dtype = dtypes[inference_precision(precision, device)]
     if next(model.parameters()).device.type != device.split(":")[0] or device.startswith("cuda:"):
         model.to(device)
     if next(model.parameters()).dtype != dtype:

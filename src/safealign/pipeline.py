@@ -587,22 +587,23 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     judge, scorer = _resolve(cfg.judge, dirs), _resolve(cfg.helpful_scorer, dirs)
     eval_dirs: dict[str, Path] = {}
     models = ["base"] + [s.name for s in specs if s.generator]
+    model_path = {name: cfg.model if name == "base" else str(dirs[name]) for name in models}
+    model_ref = {name: cfg.model if name == "base" else f"@{name}" for name in models}  # in the settings hash
     for name in models:
-        model = cfg.model if name == "base" else str(dirs[name])
         eval_dirs[name] = run_dir / "eval" / name
         deps = eval_deps + ([] if name == "base" else [f"train/{name}"])
-        stages.append(Stage(f"eval/{name}", {**eval_settings, "model": cfg.model if name == "base" else f"@{name}"},
-                            _eval_action(model, cfg, judge, scorer), eval_dirs[name], sorted(set(deps))))
+        stages.append(Stage(f"eval/{name}", {**eval_settings, "model": model_ref[name]},
+                            _eval_action(model_path[name], cfg, judge, scorer), eval_dirs[name], sorted(set(deps))))
     second: dict[str, Path] = {}
     if cfg.second_judge:
         settings2 = {**eval_settings, "judge": cfg.second_judge}
         if uses_embedded(cfg.second_judge):
             settings2["embedded_judge"] = judge_hash
+        judge2 = _resolve(cfg.second_judge, dirs)
         for name in models:
             second[name] = run_dir / "recheck" / name
-            stages.append(Stage(f"recheck/{name}", {**settings2, "model": cfg.model if name == "base" else f"@{name}"},
-                                _recheck_action(eval_dirs[name], cfg.model if name == "base" else str(dirs[name]),
-                                                cfg, _resolve(cfg.second_judge, dirs)),
+            stages.append(Stage(f"recheck/{name}", {**settings2, "model": model_ref[name]},
+                                _recheck_action(eval_dirs[name], model_path[name], cfg, judge2),
                                 second[name], sorted(set([f"eval/{name}"] + deps_of(cfg.second_judge)))))
     if "raft" in trained and trained["raft"].extra.get("eval_iterations"):
         stages.append(Stage("eval/raft-iters", eval_settings, _raft_iters_action(dirs["raft"], cfg, judge, scorer),

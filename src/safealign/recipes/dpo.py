@@ -48,7 +48,8 @@ STOCK_REFUSALS = (  # rejected side of a benign pair when the model itself did n
 
 @dataclass
 class OnPolicy:
-    harmful: str = option("bianchi-safety", "harmful prompts with a safe answer (the chosen side): an SFT dataset or file")
+    harmful: str = option("bianchi-safety", "harmful prompts with a safe answer (the chosen side): an SFT dataset "
+                                            "or file")
     benign: str = option("safealign-contrast,alpaca-test:train", "benign prompts with an answer, comma-separated "
                                                                    "SFT datasets or files (look-alikes first)")
     n_harmful: int = option(200, "harmful prompts drawn (with `seed`); those the model already refuses give no pair")
@@ -156,20 +157,18 @@ def select_pairs(cfg: Config) -> tuple[list[Preference], dict[str, Any]]:
     if cfg.data == ON_POLICY:
         pairs, built = build_on_policy_pairs(cfg)
         selection: dict[str, Any] = {"source": ON_POLICY, "available": len(pairs), **built}
-        kept = [p for p in pairs if p.chosen.strip() != p.rejected.strip()]
-        selection.update(count=len(kept), dropped_identical=len(pairs) - len(kept))
-        if not kept:
-            raise SafealignError("no on-policy pairs: the model refuses every harmful prompt and answers none of the "
-                                 "benign ones", field="on_policy")
-        return kept, selection
-    pairs = registry.load_preferences(cfg.data)
-    selection = {"source": cfg.data, "available": len(pairs)}
-    if cfg.limit and cfg.limit < len(pairs):
-        indices = sorted(random.Random(cfg.seed).sample(range(len(pairs)), cfg.limit))
-        pairs = [pairs[i] for i in indices]
-        selection.update(seed=cfg.seed, indices=indices)
+    else:
+        pairs = registry.load_preferences(cfg.data)
+        selection = {"source": cfg.data, "available": len(pairs)}
+        if cfg.limit and cfg.limit < len(pairs):
+            indices = _draw(list(range(len(pairs))), cfg.limit, cfg.seed)
+            pairs = [pairs[i] for i in indices]
+            selection.update(seed=cfg.seed, indices=indices)
     kept = [p for p in pairs if p.chosen.strip() != p.rejected.strip()]
     selection.update(count=len(kept), dropped_identical=len(pairs) - len(kept))
+    if not kept and cfg.data == ON_POLICY:
+        raise SafealignError("no on-policy pairs: the model refuses every harmful prompt and answers none of the "
+                             "benign ones", field="on_policy")
     if not kept:
         raise SafealignError(f"no usable preference pairs ({len(pairs)} read; chosen must differ from rejected)",
                              file=cfg.data, field="data")

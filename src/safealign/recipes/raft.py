@@ -295,8 +295,8 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
             rows = _read_jsonl(it / "samples.jsonl")
             kept = [r for r in rows if r["kept"]]
             if not kept:
-                raise SafealignError(f"iteration {t}: no sample to keep (every one is empty, or with rank: expected none "
-                                     "does what its prompt calls for); nothing to fine-tune on", file=str(it),
+                raise SafealignError(f"iteration {t}: no sample to keep (every one is empty, or with rank: expected "
+                                     "none does what its prompt calls for); nothing to fine-tune on", file=str(it),
                                      field="rank" if cfg.rank == "expected" else "max_new_tokens")
             _write_jsonl(it / "kept.jsonl", [{k: r[k] for k in ("prompt_id", "sample", "harmful", "prompt", "response",
                                                                 "score", "safe", "refusal")} for r in kept])

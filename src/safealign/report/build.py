@@ -338,7 +338,7 @@ def effect_rows(analyses: dict[str, dict], summaries: dict[str, dict]) -> list[d
                 if e.get("expected") == "refuse" and k not in ("harmful", "overall")}
         worst = min(harm, key=lambda k: (harm[k].get("rate_a") or 0.0, k)) if harm else None
         orr = [over_refusal(summaries[m]) if m in summaries else None for m in (a, b)]
-        rows.append({"pair": pair, "a": a, "b": b, "judge": (res.get("b") or {}).get("judge"), "pooled": pooled,
+        rows.append({"b": b, "judge": (res.get("b") or {}).get("judge"), "pooled": pooled,
                      "worst": worst, "worst_c": harm.get(worst, {}) if worst else {}, "over_refusal": orr})
     return rows
 
@@ -584,7 +584,8 @@ def build_report(run_dir: str | Path, examples: int = 5, title: str | None = Non
     run = load_run(run_dir)
     run_dir = run["run_dir"]
     metric = helpful_metric({m: s for m, s in run["summaries"].items()})
-    sections = [s for s in [effect_section(run), safety_section(run), helpful_section(run), rm_section(run), raft_section(run, metric),
+    sections = [s for s in [effect_section(run), safety_section(run), helpful_section(run), rm_section(run),
+                            raft_section(run, metric),
                             compare_section(run), analyze_section(run), plot_section(run, metric),
                             examples_section(run, examples), provenance_section(run), stages_section(run)] if s]
     cfg = run["config"]
