@@ -171,8 +171,11 @@ def test_run_cli_errors_and_dry_run(tmp_path, tiny_lm_dir):
     assert "methods.rm.lr" in bad.stderr and str(cfg_path) in bad.stderr
     dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0, dry.stderr
-    assert dry.stderr.splitlines() == ["[1/4] train/rm: would run (new)", "[2/4] eval/rm: would run (new)",
-                                       "[3/4] eval/base: would run (new)", "[4/4] report: would run (new)"]
+    stages = [ln for ln in dry.stdout.splitlines() if ln.startswith("[")]
+    assert stages == ["[1/4] train/rm: would run (new)", "[2/4] eval/rm: would run (new)",
+                      "[3/4] eval/base: would run (new)", "[4/4] report: would run (new)"]
+    assert "    data     4 pairs of 3,457 (pku-safe-pairs:train" in dry.stdout  # what each stage trains on
+    assert "    data     i-cona 178" in dry.stdout and "i-controversial 40" in dry.stdout
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 

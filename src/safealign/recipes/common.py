@@ -29,7 +29,7 @@ from typing import Any
 
 from safealign.config import dump_yaml, option
 from safealign.errors import SafealignError
-from safealign.models import native_bf16
+from safealign.models import QUANTIZE, native_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -40,16 +40,32 @@ class LoraConfig:
     r: int = option(16, "LoRA rank")
     alpha: int = option(32, "LoRA alpha")
     dropout: float = option(0.05, "LoRA dropout")
-    target_modules: str = option("all-linear", "modules to adapt (PEFT syntax)")
-    merge: bool = option(True, "merge the adapter into the base weights when saving")
+    target_modules: str = option("all-linear", "modules to adapt: all-linear, or comma-separated module names "
+                                               "(q_proj,k_proj,v_proj)")
+    merge: bool = option(True, "merge the adapter into the base weights when saving (with quantize: onto the "
+                               "full-precision base; false keeps the adapter, loaded back on the quantized base)")
+    quantize: str = option("none", "QLoRA: train the adapter on a base quantized by bitsandbytes: 4bit (NF4, double "
+                                   "quantisation, bf16/fp16 compute where the device has it) | 8bit | none")
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise SafealignError(f"unknown quantization {self.quantize!r} (choose from {', '.join(QUANTIZE)})",
+                                 field="lora.quantize")
+        if self.quantize != "none" and not self.enabled:
+            raise SafealignError(f"{self.quantize} weights cannot be fine-tuned in full: QLoRA trains an adapter "
+                                 "(set lora.enabled: true or lora.quantize: none)", field="lora.quantize")
+        if not [m for m in self.target_modules.split(",") if m.strip()]:
+            raise SafealignError("names no module", field="lora.target_modules")
 
     def peft_config(self, task_type: str = "CAUSAL_LM"):
         if not self.enabled:
             return None
         from peft import LoraConfig as PeftLora
 
-        return PeftLora(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                        target_modules=self.target_modules, task_type=task_type)
+        names = [m.strip() for m in self.target_modules.split(",") if m.strip()]
+        targets = names if len(names) > 1 or names[0] != "all-linear" else "all-linear"
+        return PeftLora(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
+                        task_type=task_type)
 
 
 @dataclass
@@ -341,26 +357,60 @@ def score_labelled_tokens_only() -> None:
         trl_utils._use_triton = lambda device: device.type == "cpu" or _use_triton(device)
 
 
-def load_policy(spec: str):
-    """(model, tokenizer) to train: fp32 weights (a LoRA dir is merged onto its base), train mode, right padding."""
+def training_device() -> str:
+    """The device this process trains on (accelerate's choice: its GPU under ``accelerate launch``, else the CPU)."""
+    return str(distributed_state().device)
+
+
+def load_policy(spec: str, lora: LoraConfig | None = None, gradient_checkpointing: bool = False):
+    """(model, tokenizer) to train: fp32 weights (a LoRA dir is merged onto its base), train mode, right padding.
+
+    With ``lora.quantize`` (QLoRA) the weights are loaded quantized onto the training device instead and made
+    ready for k-bit training by PEFT (norms in fp32, input gradients on); the adapter is added by the trainer."""
     from safealign.models import load_causal_lm
 
-    model, tok = load_causal_lm(spec)
+    quantize = lora.quantize if lora is not None else "none"
+    if quantize == "none":
+        model, tok = load_causal_lm(spec, quantize="none")
+    else:
+        from peft import prepare_model_for_kbit_training
+
+        model, tok = load_causal_lm(spec, quantize=quantize, device=training_device())
+        if hasattr(model, "merge_and_unload"):  # an adapter dir trained quantized: continue from its merged weights
+            raise SafealignError("a QLoRA run cannot start from an unmerged adapter dir; train that model with "
+                                 "lora.merge: true, or start from its base", file=spec, field="model")
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     model.train()
     tok.padding_side = "right"
     return model, tok
 
 
+def trainable_in_fp32_unless_bf16(trainer: Any) -> None:
+    """QLoRA under TRL: it casts every trainable parameter to bf16 (the QLoRA paper's choice), which is right under
+    bf16 autocast but breaks an fp32 step (a reward model's new score head meets fp32 hidden states) and is emulated,
+    slow bf16 on a CPU without bf16 units. Without bf16 autocast the trainable parameters go back to fp32."""
+    import torch
+
+    if trainer.args.bf16 or not any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in trainer.model.modules()):
+        return
+    for p in trainer.model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.to(torch.float32)
+
+
 def _finalize_weights(staging: Path, out: Path, tokenizer: Any, lora: LoraConfig, base_model: str) -> str:
     """Move what ``trainer.save_model`` wrote into ``out``: merged weights, a LoRA adapter, or full weights."""
-    from safealign.models import adapter_base, load_causal_lm, resolve_model
+    from safealign.models import adapter_base, load_causal_lm, quantized_dtype, resolve_model
 
     if (staging / "adapter_config.json").exists():
         # a base that is itself an adapter was merged before training, so its new adapter only fits merged
         if lora.merge or adapter_base(resolve_model(base_model)) is not None:
             from peft import PeftModel
 
-            model, _ = load_causal_lm(base_model)
+            # QLoRA too: merged onto the unquantized base, saved in the compute dtype it trained in (bf16 on most
+            # GPUs: half the disk of fp32 for a 7B model)
+            dtype = None if lora.quantize == "none" else quantized_dtype(training_device())
+            model, _ = load_causal_lm(base_model, dtype=dtype, quantize="none")
             model = PeftModel.from_pretrained(model, str(staging)).merge_and_unload()
             model.save_pretrained(out, safe_serialization=True)
             kind = "merged"
@@ -400,10 +450,83 @@ def finish_run(trainer: Any, tokenizer: Any, out: Path, lora: LoraConfig, *, met
         info = read_meta(out) or {}
         seconds = round(time.time() - info.get("created", time.time()), 1)
         final = {"weights": kind, "steps": trainer.state.global_step,
-                 "final_loss": losses[-1] if losses else None, "seconds": seconds}
+                 "final_loss": losses[-1] if losses else None, "seconds": seconds,
+                 # an adapter is loaded back on the base quantized as in training; merged weights are plain
+                 "quantize": lora.quantize if kind == "adapter" else "none", "trained_quantized": lora.quantize}
         log_event(out, event="finished", **final)
+        if lora.quantize != "none":
+            details = {**details, "quantize": f"{lora.quantize} (QLoRA; bitsandbytes)"}
         write_card(out, method, base_model, summary, {**details, "weights": kind, "steps": final["steps"],
                                                        "final loss": final["final_loss"]})
         write_meta(out, finished=True, **final, **(meta or {}))
     acc.wait_for_everyone()
     return out
+
+
+# ------------------------------------------------------------------------------------------- the dry run's view
+
+CHARS_PER_TOKEN = 4.0  # what a dry run assumes, having no tokenizer loaded (English text, a LLaMA/SmolLM tokenizer)
+
+
+def data_part(label: str, name: str, kind: str, take: int | None = None) -> tuple[str, int | None, float | None]:
+    """One data source as a dry run sees it: ``(text, records used, mean characters per record or None)``.
+    ``take``: the first / drawn N of it (0 or None: all). Nothing is downloaded; a source that is not here is
+    counted from its documented size (or from ``take``) and says so."""
+    from safealign.data import registry
+
+    info = registry.peek(name, kind)
+    n = info["n"]
+    used = (min(take, n) if n is not None else take) if take else n
+    if used is None:
+        return f"{label}: {name} ({info['where']}; size unknown)", None, None
+    of = f" of {n:,}" if n is not None and used != n else ""
+    where = "" if info["where"] in (name, registry.split_name(name)[0]) else f"; {info['where']}"
+    if n is None:
+        where += "; counted from the config"
+    return f"{used:,} {label}{of} ({name}{where})", used, info["chars"]
+
+
+def lora_train_summary(lora: LoraConfig, train: TrainConfig) -> str:
+    """The key settings of a training stage, one line."""
+    if lora.enabled:
+        adapter = (f"LoRA r={lora.r} alpha={lora.alpha} dropout={lora.dropout} on {lora.target_modules}"
+                   f"{', merged' if lora.merge else ', adapter kept'}")
+        adapter += f"; quantize {lora.quantize}" if lora.quantize != "none" else "; no quantization"
+    else:
+        adapter = "full fine-tuning"
+    length = f"max_steps {train.max_steps}" if train.max_steps > 0 else f"epochs {train.epochs:g}"
+    return (f"{adapter}; {length}, lr {_num(train.lr)}, batch {train.batch_size} x {train.grad_accum}, "
+            f"max_length {train.max_length}, precision {train.precision}")
+
+
+def _num(x: float) -> str:
+    """2.75e-4, 1e-4: a learning rate as configs write it."""
+    mantissa, exp = f"{x:.3e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+
+
+def training_work(train: TrainConfig, parts: list[tuple[int | None, float | None]], sequences: int = 1,
+                  unit: str = "examples") -> str:
+    """Examples, optimizer steps (one process) and tokens a training stage processes: ``parts`` are (records,
+    mean chars) per source; a source without a known length counts ``max_length`` tokens a sequence (an upper
+    bound, shown as <=). ``sequences``: sequences per record (DPO and RM pairs: 2)."""
+    import math
+
+    if any(n is None for n, _ in parts):
+        return "size unknown (a data source is missing)"
+    examples = sum(n for n, _ in parts)
+    per_step = train.batch_size * train.grad_accum
+    steps = train.max_steps if train.max_steps > 0 else math.ceil(train.epochs * math.ceil(examples / per_step))
+    passes = steps * per_step / max(1, examples)
+    bound = any(c is None for _, c in parts)
+    tokens = sum(n * sequences * (train.max_length if c is None else min(train.max_length, c / CHARS_PER_TOKEN))
+                 for n, c in parts) * passes
+    return (f"{examples:,} {unit}, {steps:,} optimizer steps, {'<=' if bound else '~'} {_big(tokens)} tokens "
+            f"({'max_length a sequence where its length is not known here' if bound else f'~{CHARS_PER_TOKEN:g} chars a token'})")
+
+
+def _big(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n:.0f}"

@@ -31,7 +31,8 @@ from safealign.errors import SafealignError
 from safealign.models import EMBEDDED_NAME
 from safealign.recipes.common import (LoraConfig, TrainConfig, checkpoint_dir, distributed_state, finish_run,
                                       jsonl_log_callback, load_policy, log_event, records_fingerprint,
-                                      score_labelled_tokens_only, start_run, use_rich_progress)
+                                      score_labelled_tokens_only, start_run, trainable_in_fp32_unless_bf16,
+                                      use_rich_progress)
 from safealign.records import Preference
 
 PRECOMPUTE = ("auto", "yes", "no")
@@ -175,6 +176,27 @@ def select_pairs(cfg: Config) -> tuple[list[Preference], dict[str, Any]]:
     return kept, selection
 
 
+def describe(cfg: Config) -> dict[str, str]:
+    """This stage as ``safealign run --dry-run`` shows it, with nothing loaded but the data files that are here."""
+    from safealign.recipes.common import data_part, lora_train_summary, training_work
+
+    if cfg.data == ON_POLICY:
+        op = cfg.on_policy
+        harm = data_part("harmful prompts", op.harmful, "sft", op.n_harmful)
+        benign = [data_part("benign prompts", b.strip(), "sft") for b in op.benign.split(",") if b.strip()]
+        data = (f"on-policy: up to {op.n_harmful:,} harmful + {op.n_benign:,} benign pairs from the model's own "
+                f"answers ({op.max_new_tokens} new tokens each, generated at train time; prompts: {harm[0]}; "
+                + "; ".join(b[0] for b in benign) + ")")
+        parts = [(op.n_harmful + op.n_benign, None)]
+    else:
+        text, n, chars = data_part("pairs", cfg.data, "preference", cfg.limit)
+        data, parts = text, [(n, chars)]
+    settings = (lora_train_summary(cfg.lora, cfg.train) + f"; beta {cfg.beta}, loss {cfg.loss_type}, reference "
+                f"log-probs {'precomputed' if cfg.precompute_ref != 'no' else 'per step'} (auto: when every pair is seen)")
+    return {"model": cfg.model, "data": data, "settings": settings,
+            "work": training_work(cfg.train, parts, sequences=2, unit="pairs") + " (chosen + rejected; the reference pass once more)"}
+
+
 def build_rows(tokenizer: Any, pairs: list[Preference], template: str, max_length: int) -> tuple[list[dict], dict]:
     """``{prompt, chosen, rejected}`` rows (the prompt formatted as at generation time) and the counts of pairs over
     ``max_length`` tokens: ``truncated`` (responses cut) and ``dropped`` (the prompt alone fills it; TRL drops them)."""
@@ -215,8 +237,10 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, cfg: Config, output_
     args = DPOConfig(output_dir=str(output_dir), max_length=cfg.train.max_length, beta=cfg.beta,
                      loss_type=[s.strip() for s in cfg.loss_type.split(",") if s.strip()],
                      precompute_ref_log_probs=precompute, precompute_ref_batch_size=2 * cfg.train.batch_size, **kw)
-    return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=cfg.lora.peft_config(), callbacks=callbacks)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=cfg.lora.peft_config(), callbacks=callbacks)
+    trainable_in_fp32_unless_bf16(trainer)
+    return trainer
 
 
 def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -231,7 +255,7 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
 
     # 1. model and data. The dataset lives on disk beside the checkpoints so that every process (and a resumed
     #    run) finds the same precomputed reference log-probs, which TRL caches next to it.
-    policy, tok = load_policy(cfg.model)
+    policy, tok = load_policy(cfg.model, cfg.lora, cfg.train.gradient_checkpointing)
     rows, counts = build_rows(tok, pairs, cfg.template, cfg.train.max_length)
     state = distributed_state()
     precompute = should_precompute(cfg, len(rows), state.num_processes)

@@ -115,6 +115,31 @@ def load_prompts(name: str) -> list[str]:
     return list(dict.fromkeys(t for t in texts if t.strip()))
 
 
+def describe(cfg: Config) -> dict[str, str]:
+    """This stage as ``safealign run --dry-run`` shows it, with nothing loaded but the data files that are here."""
+    from safealign.recipes.common import CHARS_PER_TOKEN, _big, data_part, lora_train_summary, training_work
+
+    n_harm = round(cfg.B * cfg.mix)
+    sources = []
+    if n_harm:
+        sources.append(data_part("harmful prompts", cfg.harmful_prompts, "sft"))
+    if cfg.B - n_harm:
+        sources.append(data_part("benign prompts", cfg.benign_prompts, "sft"))
+    samples = cfg.T * cfg.B * cfg.K
+    prompt_chars = [c for _, _, c in sources if c is not None]
+    per_example = (sum(prompt_chars) / len(prompt_chars) / CHARS_PER_TOKEN if prompt_chars else 0) + cfg.max_new_tokens
+    kept = [(cfg.B, min(cfg.train.max_length, per_example) * CHARS_PER_TOKEN)]
+    return {"model": cfg.model,
+            "data": f"{n_harm} harmful + {cfg.B - n_harm} benign prompts an iteration from " +
+                    "; ".join(text for text, _, _ in sources),
+            "settings": (f"T={cfg.T} iterations x B={cfg.B} prompts x K={cfg.K} samples (temperature "
+                         f"{cfg.temperature:g}, top-p {cfg.top_p:g}, <= {cfg.max_new_tokens} new tokens); ranker "
+                         f"{cfg.ranker or '(none)'}, rank by {cfg.rank}; independent judge {cfg.independent_judge}; "
+                         f"fine-tune: " + lora_train_summary(cfg.lora, cfg.train)),
+            "work": (f"{samples:,} samples (<= {_big(samples * cfg.max_new_tokens)} new tokens), {samples:,} ranked "
+                     f"and judged; per iteration <= " + training_work(cfg.train, kept))}
+
+
 def iteration_prompts(harmful: list[str], benign: list[str], t: int, cfg: Config) -> list[EvalPrompt]:
     """The B prompts of iteration t: each pool shuffled once (by seed) and walked in order, wrapping around,
     so iterations see different prompts and a resumed run sees the same ones."""

@@ -44,6 +44,17 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def describe(cfg: Config) -> dict[str, str]:
+    """This stage as ``safealign run --dry-run`` shows it, with nothing loaded but the data files that are here."""
+    from safealign.recipes.common import data_part, lora_train_summary, training_work
+
+    text, n, chars = data_part("pairs", cfg.data, "preference", cfg.limit or 0)
+    evals = ", ".join(f"{cfg.eval_limit} of {d}" for d in cfg.eval_datasets) if cfg.eval_limit else "none"
+    return {"model": f"{cfg.model} (+ a 1-output score head)", "data": text,
+            "settings": lora_train_summary(cfg.lora, cfg.train) + f"; accuracy after training on: {evals}",
+            "work": training_work(cfg.train, [(n, chars)], sequences=2, unit="pairs") + " (chosen + rejected)"}
+
+
 def load_pairs(name: str, limit: int | None) -> tuple[list[Preference], int]:
     """Preference pairs with the unusable ones (chosen equals rejected, or either empty) dropped, and their count."""
     from safealign.data import registry
@@ -78,7 +89,7 @@ def _save_weights(staging: Path, out: Path, tokenizer: Any, cfg: Config) -> str:
         if cfg.lora.merge:
             from peft import PeftModel
 
-            base, _ = models.load_sequence_classifier(cfg.model, num_labels=1)
+            base, _ = models.load_sequence_classifier(cfg.model, num_labels=1, quantize="none")
             merged = PeftModel.from_pretrained(base, str(staging)).merge_and_unload()
             merged.save_pretrained(out, safe_serialization=True)
             kind = "merged"
@@ -105,7 +116,8 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
 
     from safealign import models
     from safealign.progress import log
-    from safealign.recipes.common import checkpoint_dir, records_fingerprint, start_run, use_rich_progress
+    from safealign.recipes.common import (checkpoint_dir, records_fingerprint, start_run, trainable_in_fp32_unless_bf16,
+                                          use_rich_progress)
 
     start = time.time()
     max_length = cfg.train.max_length
@@ -126,7 +138,16 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
                   truncated=truncated, max_length=max_length)
 
     # 2. model: the backbone with a 1-output score head (new for a causal LM, trained in full under LoRA)
-    model, _ = models.load_sequence_classifier(cfg.model, num_labels=1)
+    if cfg.lora.quantize == "none":
+        model, _ = models.load_sequence_classifier(cfg.model, num_labels=1)
+    else:  # QLoRA: the backbone quantized on the training device, made ready for k-bit training
+        from peft import prepare_model_for_kbit_training
+
+        from safealign.recipes.common import training_device
+
+        model, _ = models.load_sequence_classifier(cfg.model, num_labels=1, quantize=cfg.lora.quantize,
+                                                   device=training_device())
+        model = prepare_model_for_kbit_training(model, cfg.train.gradient_checkpointing)
     model.train()
 
     # 3. train (TRL RewardTrainer; the data is already tokenized, so TRL neither re-tokenizes nor filters it)
@@ -134,6 +155,7 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
                         center_rewards_coefficient=cfg.center_rewards or None, **cfg.train.trainer_kwargs())
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                             peft_config=cfg.lora.peft_config("SEQ_CLS"), callbacks=[jsonl_log_callback(out)])
+    trainable_in_fp32_unless_bf16(trainer)
     use_rich_progress(trainer, "rm")
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] + [result.training_loss]
@@ -156,6 +178,7 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
                 log(f"rm: pairwise accuracy on {name}: {r['accuracy']:.3f} "
                     f"(n={r['n']}, 95% CI {r['ci'][0]:.3f}-{r['ci'][1]:.3f})")
         final = {"weights": kind, "steps": trainer.state.global_step, "final_loss": losses[-2] if len(losses) > 1 else None,
+                 "quantize": cfg.lora.quantize if kind == "adapter" else "none", "trained_quantized": cfg.lora.quantize,
                  "train_loss": result.training_loss,
                  "seconds": round(time.time() - start, 1), "pairs": len(rows), "eval": accuracy}
         log_event(out, event="finished", **final)

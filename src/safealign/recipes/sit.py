@@ -28,7 +28,8 @@ from safealign.errors import SafealignError
 from safealign.models import EMBEDDED_NAME
 from safealign.recipes.common import (LoraConfig, TrainConfig, checkpoint_dir, finish_run, is_main_process,
                                       jsonl_log_callback, load_policy, log_event, records_fingerprint,
-                                      score_labelled_tokens_only, start_run, use_rich_progress)
+                                      score_labelled_tokens_only, start_run, trainable_in_fp32_unless_bf16,
+                                      use_rich_progress)
 from safealign.records import Instruction
 
 
@@ -87,6 +88,22 @@ def select_data(cfg: Config) -> tuple[list[Instruction], dict[str, Any]]:
     return examples, selection
 
 
+def describe(cfg: Config) -> dict[str, str]:
+    """This stage as ``safealign run --dry-run`` shows it, with nothing loaded but the data files that are here."""
+    from safealign.recipes.common import data_part, lora_train_summary, training_work
+
+    parts = []
+    if (cfg.helpful_data or "").strip():
+        parts.append(data_part("helpful", cfg.helpful_data, "sft", cfg.helpful_limit))
+    if cfg.n_safety:
+        parts.append(data_part("safety", cfg.safety_data, "sft", cfg.n_safety))
+    if (cfg.contrast_data or "").strip():
+        parts.append(data_part("contrast", cfg.contrast_data, "sft", cfg.n_contrast))
+    return {"model": cfg.model, "data": " + ".join(text for text, _, _ in parts) or "none",
+            "settings": lora_train_summary(cfg.lora, cfg.train) + f"; template {cfg.template}",
+            "work": training_work(cfg.train, [(n, c) for _, n, c in parts])}
+
+
 def build_dataset(tokenizer: Any, examples: list[Instruction], template: str, max_length: int):
     """A prompt/completion ``datasets.Dataset`` (the prompt formatted as at generation time) and the counts of
     examples over ``max_length`` tokens: ``truncated`` (cut at the end) and ``dropped`` (the prompt alone fills it)."""
@@ -118,8 +135,10 @@ def build_trainer(model: Any, tokenizer: Any, dataset: Any, train: TrainConfig, 
     kw = {**train.trainer_kwargs(), **overrides}
     args = SFTConfig(output_dir=str(output_dir), max_length=train.max_length, completion_only_loss=completion_only_loss,
                      **kw)
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=lora.peft_config(), callbacks=callbacks)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora.peft_config(), callbacks=callbacks)
+    trainable_in_fp32_unless_bf16(trainer)
+    return trainer
 
 
 def finetune(model: str, examples: list[Instruction], out_dir: Path, train: TrainConfig, lora: LoraConfig,
@@ -140,7 +159,7 @@ def finetune(model: str, examples: list[Instruction], out_dir: Path, train: Trai
                             fingerprint=records_fingerprint(examples), meta=meta)
 
     # 1. model and data (prompts formatted exactly as `safealign generate` formats them)
-    policy, tok = load_policy(model)
+    policy, tok = load_policy(model, lora, train.gradient_checkpointing)
     dataset, counts = build_dataset(tok, examples, template, train.max_length)
     if is_main_process():
         log_event(out, event="data", **counts)
