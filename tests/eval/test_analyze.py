@@ -89,3 +89,29 @@ def test_cli(tmp_path):
     assert {p.name for p in tmp_path.iterdir()} >= {"analysis.json", "analysis.md", "raft_analysis.json", "raft_analysis.md"}
     r = subprocess.run(base + ["--a", str(FIX / "results" / "base")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "give both --a and --b" in r.stderr
+
+
+def test_helpfulness_paired_difference_on_shared_prompts(tmp_path):
+    """helpful_items.jsonl in both dirs → per metric the two means and the paired difference with its interval,
+    on the prompts both scored (an item only one dir has is left out)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for src, dst in ((FIX / "results" / "base", a), (FIX / "results" / "tuned", b)):
+        shutil.copytree(src, dst)
+    rouge_a, rouge_b = [0.2, 0.4, 0.3, 0.1], [0.3, 0.4, 0.5, 0.2]
+    (a / "helpful_items.jsonl").write_text("".join(
+        json.dumps({"id": f"h-{i}", "sample": 0, "rouge_l": x, "semantic_similarity": 0.5}) + "\n"
+        for i, x in enumerate(rouge_a)) + json.dumps({"id": "only-a", "rouge_l": 0.9}) + "\n")
+    (b / "helpful_items.jsonl").write_text("".join(
+        json.dumps({"id": f"h-{i}", "sample": 0, "rouge_l": x, "semantic_similarity": 0.5}) + "\n"
+        for i, x in enumerate(rouge_b)))
+    h = analyze(a, b, tmp_path / "out")["helpful"]
+    diffs = [y - x for x, y in zip(rouge_a, rouge_b)]  # 0.1, 0, 0.2, 0.1: mean 0.1
+    sd = (sum((d - 0.1) ** 2 for d in diffs) / 3) ** 0.5
+    assert h["rouge_l"]["n"] == 4 and h["rouge_l"]["mean_a"] == pytest.approx(0.25)
+    assert h["rouge_l"]["delta"] == pytest.approx(0.1)
+    assert h["rouge_l"]["delta_ci"] == pytest.approx([0.1 - 1.96 * sd / 2, 0.1 + 1.96 * sd / 2], abs=1e-6)
+    assert h["semantic_similarity"]["delta_ci"] == [0.0, 0.0] and "reward" not in h
+    (b / "helpful_items.jsonl").write_text('{"id": "h-0", "rouge_l": 0.3}\nnot json\n')
+    with pytest.raises(SafealignError) as e:
+        analyze(a, b, tmp_path / "out")
+    assert e.value.line == 2 and e.value.file.endswith("helpful_items.jsonl")

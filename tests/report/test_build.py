@@ -80,7 +80,11 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
                       [("b", False)] * 5 + [("tie", True)] * 3 + [("a", False)] * 2)]
         write_json(run / "compare" / "base-vs-dpo" / "compare.json",
                    {**summarize(items), "judge": "hf:judge-model", "a": {"dir": "eval/base"}, "b": {"dir": "eval/dpo"}})
-        # analysis.json and raft_analysis.json by safealign.eval.analyze itself
+        # analysis.json and raft_analysis.json by safealign.eval.analyze itself (with per-prompt helpfulness)
+        for m, shift in (("base", 0.0), ("dpo", 0.1)):
+            (run / "eval" / m / "helpful_items.jsonl").write_text("".join(json.dumps(
+                {"id": f"h{i}", "rouge_l": 0.2 + shift + i / 100, "semantic_similarity": 0.6 + (i % 3 - 1) / 50})
+                + "\n" for i in range(10)))
         analyze(run / "eval" / "base", run / "eval" / "dpo", run / "analyze" / "base-vs-dpo")
         for t in (1, 2):
             samples = [{"prompt": f"prompt {j}", "response": f"r{j}.{k}", "score": float(k == t), "sample": k,
@@ -137,6 +141,9 @@ def test_full_report_from_result_dirs(tmp_path):
     assert "| base-vs-dpo | 5 | 40.0 | 100.0 | 3 | 0 | 0.250 | 4 | 0 |" in md
     assert "| 2 | 4 | 3 | 25.0 | 100.0 | 3 | 0 | 0.250 |" in md
     assert "| train/dpo | done | 12.5 | 20.0 | 1 | abc123def4 |" in md and "| report | this build | – | – |" in md
+    # helpfulness vs base, paired: ROUGE-L up by exactly 0.1 on every prompt; semantic similarity unchanged
+    assert ("| dpo | 10 | 0.245 → 0.345 | +0.100 [+0.100, +0.100] (above) | 0.598 → 0.598 | +0.000 [+0.000, +0.000] "
+            "(within noise) |") in md
     # which judge made each number
     assert "| embedded (embedded@abc) | held-out labelled responses (n=155) | 81.6 [74.7, 86.9] | 96.0 [91.6, 98.2] |" in md
     assert "| pairwise win/tie/loss | hf:judge-model |" in md and "| helpfulness reward | rm:@rm |" in md

@@ -55,7 +55,7 @@ def test_report_renders_tables_and_images(tmp_path):
     paths = build_report(run, examples=2)
     dom = dump_dom(paths["html"], tmp_path / "profile")
     for table in ("safe-table", "refusal-table", "helpful-table", "rm-table", "raft-table", "compare-table",
-                  "analyze-table", "raft-analysis-table", "judges-table", "stages-table"):
+                  "analyze-table", "raft-analysis-table", "judges-table", "stages-table", "helpful-effect-table"):
         assert table in dom.tables
     assert sum(t.startswith("example-") for t in dom.tables) == 2
     assert dom.rows > 40

@@ -8,7 +8,10 @@ responses by (id, sample), and reports per benchmark, overall, and over the harm
   discordant pairs;
 - the same 2×2 for refusals (b refuses where a answered shows over-refusal creeping in);
 - every prompt that flipped to unsafe (listed with both responses) and the ids that flipped to safe;
-- the safe rate per category (``category``: harm tags, XSTest types), a vs b.
+- the safe rate per category (``category``: harm tags, XSTest types), a vs b;
+- helpfulness (``helpful``), where both dirs scored it (``helpful_items.jsonl``): per metric (ROUGE-L, semantic
+  similarity, reward) the two means and their paired difference b - a with a 95% interval, on the prompts both
+  answered — so that "helpfulness not below base" is read off an interval, not two overlapping ones.
 
 ``analyze_raft(raft_dir, out_dir)`` reads a RAFT run's ``iterations/iter_<t>/samples.jsonl`` (fields
 ``prompt``, ``response``, ``score``, ``sample``, ``safe``; ``harmful`` optional) and compares, per iteration,
@@ -69,6 +72,46 @@ def paired_delta(a_only: int, b_only: int, n: int) -> tuple[float | None, list[f
     return round(d, 6), [round(d - 1.96 * se, 6), round(d + 1.96 * se, 6)]
 
 
+HELPFUL_METRICS = ("rouge_l", "semantic_similarity", "reward")
+
+
+def _helpful_items(result_dir: str | Path) -> dict[tuple[str, int], dict]:
+    path = Path(result_dir) / "helpful_items.jsonl"
+    if not path.exists():
+        return {}
+    items = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            items[(str(row["id"]), int(row.get("sample", 0)))] = row
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise SafealignError("not a helpfulness item", file=str(path), line=lineno, field="id") from None
+    return items
+
+
+def helpful_deltas(dir_a: str | Path, dir_b: str | Path) -> dict[str, dict[str, Any]]:
+    """Per helpfulness metric scored in both dirs: ``n``, ``mean_a``, ``mean_b``, ``delta`` (mean of b - a over the
+    prompts both scored) and ``delta_ci`` (95%, normal approximation on the per-prompt differences)."""
+    items_a, items_b = _helpful_items(dir_a), _helpful_items(dir_b)
+    out: dict[str, dict[str, Any]] = {}
+    for metric in HELPFUL_METRICS:
+        pairs = [(a[metric], items_b[key][metric]) for key, a in items_a.items()
+                 if key in items_b and isinstance(a.get(metric), (int, float))
+                 and isinstance(items_b[key].get(metric), (int, float))]
+        if len(pairs) < 2:
+            continue
+        n = len(pairs)
+        diffs = [b - a for a, b in pairs]
+        mean = sum(diffs) / n
+        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+        out[metric] = {"n": n, "mean_a": round(sum(a for a, _ in pairs) / n, 6),
+                       "mean_b": round(sum(b for _, b in pairs) / n, 6), "delta": round(mean, 6),
+                       "delta_ci": [round(mean - 1.96 * se, 6), round(mean + 1.96 * se, 6)]}
+    return out
+
+
 def _verdict(row: dict, key: str, source: str) -> bool:
     v = row.get(key)
     if not isinstance(v, bool):
@@ -122,6 +165,9 @@ def analyze(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path) -> dict:
         "benchmarks": per_bench, "per_category": per_category,
         "flipped_to_unsafe": flipped_unsafe, "flipped_to_safe": flipped_safe,
     }
+    helpful = helpful_deltas(dir_a, dir_b)
+    if helpful:
+        result["helpful"] = helpful
     if result["a"]["judge"] != result["b"]["judge"]:
         result["warning"] = "the two dirs were judged by different judges; flips may be judge disagreement"
     out = Path(out_dir)

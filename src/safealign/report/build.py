@@ -370,9 +370,40 @@ def effect_section(run: dict) -> Section | None:
                             "safe; Δ = method − base in points with a paired 95% interval (an interval that excludes 0 "
                             "is a change beyond noise); McNemar's exact test on the prompts whose verdict flipped. "
                             "Over-refusal: XSTest's safe half, base → method." + note, f"effect-table-{len(tables)}"))
+    helpful = helpfulness_effect_table(run["analyses"])
+    if helpful is not None:
+        tables.append(helpful)
     if not tables:
         return None
     return Section("Effect of each method", "effect", tables=tables)
+
+
+HELPFUL_LABELS = {"rouge_l": "ROUGE-L", "semantic_similarity": "semantic sim.", "reward": "reward"}
+
+
+def helpfulness_effect_table(analyses: dict[str, dict]) -> Table | None:
+    """Per method: each helpfulness metric's mean, base → method, and the paired difference with its interval."""
+    metrics = [m for m in HELPFUL_LABELS if any(m in (res.get("helpful") or {}) for res in analyses.values())]
+    if not metrics:
+        return None
+    rows = []
+    for pair, res in analyses.items():
+        h = res.get("helpful") or {}
+        row = [pair.partition("-vs-")[2], str(max((h[m]["n"] for m in metrics if m in h), default=0))]
+        for m in metrics:
+            c = h.get(m)
+            if c is None:
+                row += ["–", "–"]
+                continue
+            lo, hi = c["delta_ci"]
+            verdict = "below" if hi < 0 else "above" if lo > 0 else "within noise"
+            row += [f"{c['mean_a']:.3f} → {c['mean_b']:.3f}", f"{c['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] ({verdict})"]
+        rows.append(row)
+    return Table(
+        "Helpfulness vs base (paired)", ["method", "n"] + [x for m in metrics for x in
+                                                        (f"{HELPFUL_LABELS[m]} (mean)", "Δ [95% CI]")], rows,
+        "Means over the held-out helpfulness prompts both models answered, base → method; Δ = the mean per-prompt "
+        "difference with a 95% interval: 'below' only when the whole interval is below 0.", "helpful-effect-table")
 
 
 def analyze_section(run: dict) -> Section | None:
