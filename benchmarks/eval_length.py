@@ -31,7 +31,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from safealign.data import registry
-    from safealign.eval.metrics import rate_with_ci
+    from safealign.stats import rate_with_ci
     from safealign.generate import GenParams, HFEngine
     from safealign.judges import get_judge
 

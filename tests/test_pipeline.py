@@ -99,7 +99,7 @@ def test_skip_resume_and_rerun_only_downstream(tmp_path, tiny_lm_dir):
 
 def test_one_run_per_dir(tmp_path):
     with run_lock(tmp_path):
-        with pytest.raises(SafealignError, match="another `safealign run`"):
+        with pytest.raises(SafealignError, match="in use by another safealign process"):
             with run_lock(tmp_path):
                 pass
     with run_lock(tmp_path):  # released

@@ -61,10 +61,10 @@ def run_score(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from safealign.eval.metrics import accuracy
     from safealign.eval.run import write_atomic
     from safealign.judges import get_judge
     from safealign.judges.base import judge_in_batches
+    from safealign.stats import accuracy
 
     rows = read_pairs(args.input)  # validate everything before loading a judge
     judge = get_judge(args.judge)

@@ -26,7 +26,6 @@ when given the same out dir, so both can live together).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,19 +33,11 @@ from typing import Any
 
 from safealign.errors import SafealignError
 from safealign.eval.compare import _write_atomic, read_responses
+from safealign.stats import mcnemar_p, paired_delta, paired_mean_delta, rate
 
 
-def mcnemar_p(n01: int, n10: int) -> float:
-    """Exact two-sided McNemar test (binomial on the discordant pairs)."""
-    m = n01 + n10
-    if m == 0:
-        return 1.0
-    tail = sum(math.comb(m, i) for i in range(min(n01, n10) + 1)) / 2 ** m
-    return min(1.0, 2 * tail)
-
-
-def _rate(k: int, n: int) -> float | None:
-    return round(k / n, 6) if n else None
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
 
 
 def confusion(pairs: Iterable[tuple[bool, bool]]) -> dict[str, Any]:
@@ -55,21 +46,11 @@ def confusion(pairs: Iterable[tuple[bool, bool]]) -> dict[str, Any]:
     for a, b in pairs:
         c["n"] += 1
         c["both" if a and b else "a_only" if a else "b_only" if b else "neither"] += 1
-    c["rate_a"] = _rate(c["both"] + c["a_only"], c["n"])
-    c["rate_b"] = _rate(c["both"] + c["b_only"], c["n"])
+    c["rate_a"] = _round(rate(c["both"] + c["a_only"], c["n"]))
+    c["rate_b"] = _round(rate(c["both"] + c["b_only"], c["n"]))
     c["mcnemar_p"] = round(mcnemar_p(c["a_only"], c["b_only"]), 6)
     c["delta"], c["delta_ci"] = paired_delta(c["a_only"], c["b_only"], c["n"])
     return c
-
-
-def paired_delta(a_only: int, b_only: int, n: int) -> tuple[float | None, list[float] | None]:
-    """rate_b - rate_a on paired verdicts, with a 95% Wald interval that uses the pairing (the variance of the
-    per-item difference: (discordant - (b_only - a_only)^2 / n) / n^2)."""
-    if not n:
-        return None, None
-    d = (b_only - a_only) / n
-    se = math.sqrt(max(0.0, (a_only + b_only) - (b_only - a_only) ** 2 / n)) / n
-    return round(d, 6), [round(d - 1.96 * se, 6), round(d + 1.96 * se, 6)]
 
 
 HELPFUL_METRICS = ("rouge_l", "semantic_similarity", "reward")
@@ -100,15 +81,9 @@ def helpful_deltas(dir_a: str | Path, dir_b: str | Path) -> dict[str, dict[str, 
         pairs = [(a[metric], items_b[key][metric]) for key, a in items_a.items()
                  if key in items_b and isinstance(a.get(metric), (int, float))
                  and isinstance(items_b[key].get(metric), (int, float))]
-        if len(pairs) < 2:
-            continue
-        n = len(pairs)
-        diffs = [b - a for a, b in pairs]
-        mean = sum(diffs) / n
-        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
-        out[metric] = {"n": n, "mean_a": round(sum(a for a, _ in pairs) / n, 6),
-                       "mean_b": round(sum(b for _, b in pairs) / n, 6), "delta": round(mean, 6),
-                       "delta_ci": [round(mean - 1.96 * se, 6), round(mean + 1.96 * se, 6)]}
+        delta = paired_mean_delta(pairs)
+        if delta is not None:
+            out[metric] = delta
     return out
 
 

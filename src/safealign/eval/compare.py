@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign.errors import SafealignError
+from safealign.stats import rate_ci
 
 JUDGE_PROMPT = """Please act as an impartial judge and evaluate the two responses by AI assistants to the user \
 question below. Choose the one that follows the user's instructions and answers the question better while \
@@ -276,15 +277,6 @@ def _read_done(path: Path, judge: str) -> set[str]:
     return {it["id"] for it in items}
 
 
-def _rate(k: int, n: int) -> dict[str, Any]:
-    from safealign.eval.metrics import wilson
-
-    if n == 0:
-        return {"k": 0, "n": 0, "rate": None, "ci": None}
-    lo, hi = wilson(k, n)
-    return {"k": k, "n": n, "rate": round(k / n, 6), "ci": [round(lo, 6), round(hi, 6)]}
-
-
 def summarize(items: list[dict]) -> dict[str, Any]:
     n = len(items)
     wins = {w: sum(it["winner"] == w for it in items) for w in ("a", "tie", "b")}
@@ -297,9 +289,9 @@ def summarize(items: list[dict]) -> dict[str, Any]:
         row[it["winner"]] += 1
     return {
         "n": n,
-        "win_a": _rate(wins["a"], n), "tie": _rate(wins["tie"], n), "win_b": _rate(wins["b"], n),
-        "order_flip_rate": _rate(sum(bool(it["followed_position"]) for it in valid), len(valid)),
-        "first_position_rate": _rate(sum(p == "A" for p in picks), len(picks)),
+        "win_a": rate_ci(wins["a"], n), "tie": rate_ci(wins["tie"], n), "win_b": rate_ci(wins["b"], n),
+        "order_flip_rate": rate_ci(sum(bool(it["followed_position"]) for it in valid), len(valid)),
+        "first_position_rate": rate_ci(sum(p == "A" for p in picks), len(picks)),
         "invalid": n - len(valid),
         "per_benchmark": per_bench,
         "method": "each pair judged in both orders; a win needs both orders to agree, otherwise a tie; "

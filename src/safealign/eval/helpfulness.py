@@ -24,32 +24,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safealign.eval.metrics import median
 from safealign.records import Generation
+from safealign.stats import bootstrap_median_ci, median
 
 METRICS = ("rouge_1", "rouge_2", "rouge_l", "bleu", "semantic_similarity", "reward")
 N_BOOT = 2000
-
-
-def bootstrap_median_ci(values: Sequence[float], n_boot: int = N_BOOT, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the median (resampling responses with replacement)."""
-    vals = list(values)
-    if not vals:
-        return (math.nan, math.nan)
-    if len(vals) == 1:
-        return (vals[0], vals[0])
-    rng = random.Random(seed)
-    n = len(vals)
-    meds = sorted(median(rng.choices(vals, k=n)) for _ in range(n_boot))
-    lo = meds[int(math.floor((1 - level) / 2 * n_boot))]
-    hi = meds[min(n_boot - 1, int(math.ceil((1 + level) / 2 * n_boot)) - 1)]
-    return (lo, hi)
 
 
 def rouge_scores(responses: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:

@@ -174,7 +174,7 @@ def loglikelihoods(model: Any, tok: Any, requests: Sequence[tuple[str, str]], ba
 
 
 def score_docs(model: Any, tok: Any, docs: Sequence[Doc], batch_size: int = 16, desc: str = "scoring") -> dict:
-    from safealign.eval.metrics import wilson
+    from safealign.stats import wilson
 
     requests = [(ctx, c) for ctx, choices, _ in docs for c in choices]
     ll = loglikelihoods(model, tok, requests, batch_size, desc)

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from safealign.eval.metrics import median, rate_with_ci
 from safealign.records import Generation, Verdict
+from safealign.stats import median, rate_with_ci
 
 RATES = ("safe_rate", "refusal_rate", "over_refusal_rate", "unsafe_compliance_rate")
 

@@ -80,7 +80,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import random
 import re
 import shutil
@@ -494,7 +493,7 @@ def _fit(net, tok, examples: Sequence[Example], seed: int, progress: Any = None)
 
 def _accuracy(prob: Sequence[Sequence[float]], responses: Sequence[str], labels: Sequence[Sequence[Any]]) -> dict:
     """Accuracy of the judge's verdicts (the network plus the decline rule) against 0/1/None labels."""
-    from safealign.eval.metrics import rate_with_ci
+    from safealign.stats import rate_with_ci
 
     out = {}
     for j, name in enumerate(("safe", "refusal")):

@@ -386,7 +386,7 @@ def scores(examples: Sequence[Example], prob: Any) -> dict[str, dict[str, Any]]:
 def harm_refusal_scores(harm_gold: Sequence[Any], refusal_gold: Sequence[Any], harm_pred: Sequence[bool],
                         refusal_pred: Sequence[bool]) -> dict[str, Any]:
     """Harmful F1 (positive class: harmful), harmful accuracy, refusal accuracy; None labels are skipped."""
-    from safealign.eval.metrics import rate_with_ci
+    from safealign.stats import rate_with_ci
 
     h = [(bool(g > 0.5), p) for g, p in zip(harm_gold, harm_pred) if g is not None]
     tp = sum(g and p for g, p in h)

@@ -47,6 +47,7 @@ from safealign.models import EMBEDDED_NAME
 from safealign.recipes.common import (LoraConfig, TrainConfig, log_event, prepare_output_dir, write_card, write_config,
                                       write_meta)
 from safealign.records import EvalPrompt, Instruction
+from safealign.stats import mean
 
 # Files of an iteration's model dir that describe that run rather than the weights; not copied to DIR.
 RUN_FILES = {"safealign.json", "config.yaml", "log.jsonl", "README.md"}
@@ -179,14 +180,6 @@ def _finished(model_dir: Path) -> bool:
     return meta.exists() and bool(json.loads(meta.read_text()).get("finished"))
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _rate(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
-
-
 def score_samples(gens: list[Any], ranker: Any, independent: Any, batch_size: int,
                   rank: str = "score") -> list[dict[str, Any]]:
     """One row per sample: ranker score and verdict, the independent verdict, and whether it is the kept one."""
@@ -226,13 +219,13 @@ def iteration_stats(t: int, rows: list[dict[str, Any]], cfg: Config) -> dict[str
         "n_samples": len(rows),
         "n_kept": len(kept),
         "empty_samples": sum(not r["response"].strip() for r in rows),
-        "mean_score": _mean([r["score"] for r in rows]),
-        "mean_best_score": _mean([r["score"] for r in kept]),
-        "kept_safe_rate": _rate([r["safe"] for r in kept]),
-        "sample_safe_rate": _rate([r["safe"] for r in rows]),
-        "kept_safe_rate_harmful": _rate([r["safe"] for r in kept if r["harmful"]]),
-        "kept_safe_rate_benign": _rate([r["safe"] for r in kept if not r["harmful"]]),
-        "kept_refusal_rate": _rate([r["refusal"] for r in kept]),
+        "mean_score": mean([r["score"] for r in rows]),
+        "mean_best_score": mean([r["score"] for r in kept]),
+        "kept_safe_rate": mean([r["safe"] for r in kept]),
+        "sample_safe_rate": mean([r["safe"] for r in rows]),
+        "kept_safe_rate_harmful": mean([r["safe"] for r in kept if r["harmful"]]),
+        "kept_safe_rate_benign": mean([r["safe"] for r in kept if not r["harmful"]]),
+        "kept_refusal_rate": mean([r["refusal"] for r in kept]),
         "ranker": cfg.ranker,
         "independent_judge": cfg.independent_judge,
     }

@@ -197,7 +197,7 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
 def evaluate_judge(judge: Any, datasets: list[str], limit: int | None = None, chunk: int = 32) -> dict[str, dict[str, Any]]:
     """Pairwise accuracy of a loaded ``RewardModelJudge``: chosen scored strictly above rejected (ties count as wrong)."""
     from safealign.data import registry
-    from safealign.eval.metrics import wilson
+    from safealign.stats import wilson
     from safealign.progress import progress_bar
 
     loaded = {name: registry.load_preferences(name, limit) for name in datasets}

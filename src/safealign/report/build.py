@@ -65,9 +65,9 @@ def _json(path: Path) -> Any:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    from safealign.pipeline import read_jsonl
+    from safealign.io import read_jsonl
 
-    return read_jsonl(path)
+    return read_jsonl(path, missing_ok=True)
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -610,7 +610,7 @@ def _env():
 
 def build_report(run_dir: str | Path, examples: int = 5, title: str | None = None) -> dict[str, Any]:
     """Write ``report.html``, ``report.md``, ``plots/*.png`` and ``summary.json`` into ``run_dir``."""
-    from safealign.pipeline import write_json, write_text
+    from safealign.io import write_json, write_text
 
     run = load_run(run_dir)
     run_dir = run["run_dir"]

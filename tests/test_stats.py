@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from safealign.eval.metrics import accuracy, median, rate, rate_with_ci, wilson
+from safealign.stats import accuracy, median, rate, rate_with_ci, wilson
 
 
 def test_wilson_matches_the_closed_form():
