@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from safealign import io
 from safealign.config import option
 from safealign.errors import SafealignError
 from safealign.records import EvalPrompt, Generation
@@ -263,12 +264,18 @@ def continuous_decode(model: Any, prompt_ids: Sequence[list[int]], keys: Sequenc
 
 
 class OpenAIEngine:
-    """An OpenAI-compatible chat-completions endpoint. ``api_key_env`` names the variable holding the key."""
+    """An OpenAI-compatible chat-completions endpoint. ``api_key_env`` names the variable holding the key.
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 120.0,
-                 retries: int = 3):
+    Each request waits at most ``timeout`` seconds for an answer and is tried ``retries`` times in all (on a timeout,
+    a lost connection, HTTP 429 or 5xx; a short pause between tries); the error after the last try says how long it
+    waited in all."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+                 retries: int = 2):
         if not base_url:
             raise SafealignError("the openai engine needs --base-url", field="base_url")
+        if timeout <= 0 or retries < 1:
+            raise SafealignError("needs timeout > 0 and retries >= 1", field="timeout")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"openai:{model}@{self.base_url}"
@@ -281,7 +288,7 @@ class OpenAIEngine:
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        last = ""
+        last, t0 = "", time.monotonic()
         for attempt in range(self.retries):
             req = urllib.request.Request(url, data=body, headers=headers, method="POST")
             try:
@@ -296,8 +303,11 @@ class OpenAIEngine:
                 last = str(getattr(e, "reason", e))
             except (KeyError, ValueError, TypeError):
                 raise SafealignError("the server's answer is not an OpenAI chat completion", file=url) from None
-            time.sleep(min(2 ** attempt, 8) * 0.5)
-        raise SafealignError(f"request failed: {last}", file=url, field="base_url")
+            if attempt + 1 < self.retries:
+                time.sleep(min(2 ** attempt, 8) * 0.5)
+        raise SafealignError(f"request failed after {self.retries} tries in {time.monotonic() - t0:.0f} s "
+                             f"({self.timeout:g} s timeout each; --timeout to change): {last}", file=url,
+                             field="base_url")
 
     def generate(self, prompts: Sequence[str], params: GenParams, on_batch=None) -> list[list[str]]:
         kw: dict[str, Any] = {"max_tokens": params.max_new_tokens, "temperature": params.temperature,
@@ -321,44 +331,29 @@ class OpenAIEngine:
 
 
 def make_engine(model: str | None = None, engine: str = "hf", base_url: str | None = None,
-                api_key_env: str = "OPENAI_API_KEY") -> Engine:
+                api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0) -> Engine:
     if engine == "hf":
         return HFEngine(model)
     if engine == "openai":
-        return OpenAIEngine(base_url or "", model or "default", api_key_env)
+        return OpenAIEngine(base_url or "", model or "default", api_key_env, timeout=timeout)
     raise SafealignError(f"unknown engine '{engine}' (hf | openai)", field="engine")
 
 
 def read_generations(path: str | Path, repair: bool = False) -> list[Generation]:
-    """Read a generations JSONL. With ``repair``, a last line cut by a kill -9 (no newline) is removed."""
+    """Read a generations JSONL (``safealign.io``'s rule: a last line cut by a kill is skipped). With ``repair``,
+    the file is first made to end with a complete line, so that it can be appended to."""
     path = Path(path)
     if not path.exists():
         return []
-    data = path.read_bytes()
-    *complete, tail = data.split(b"\n")  # ``tail`` is whatever follows the last newline
+    if repair:
+        io.repair_jsonl(path)
     out: list[Generation] = []
-    for lineno, raw in enumerate(complete, 1):
-        if raw.strip():
-            out.append(_parse_generation(raw, path, lineno))
-    if tail.strip():
+    for lineno, obj in io.iter_jsonl(path):
         try:
-            out.append(_parse_generation(tail, path, len(complete) + 1))
-            if repair:  # complete JSON, only the newline was lost
-                with open(path, "ab") as f:
-                    f.write(b"\n")
-        except SafealignError:
-            if not repair:
-                raise
-            with open(path, "r+b") as f:
-                f.truncate(len(data) - len(tail))
+            out.append(Generation(**obj))
+        except TypeError:
+            raise SafealignError("malformed generation line", file=str(path), line=lineno) from None
     return out
-
-
-def _parse_generation(raw: bytes, path: Path, lineno: int) -> Generation:
-    try:
-        return Generation(**json.loads(raw))
-    except (ValueError, TypeError):
-        raise SafealignError("malformed generation line", file=str(path), line=lineno) from None
 
 
 def generate_to_file(engine: Engine, records: Sequence[EvalPrompt], params: GenParams, out: str | Path,
@@ -390,31 +385,36 @@ def generate_to_file(engine: Engine, records: Sequence[EvalPrompt], params: GenP
         raise SafealignError("duplicate prompt ids", field="id")
     if not todo:
         return _ordered(existing, records)
-    with progress_bar() as bar, open(out, "a", encoding="utf-8") as f:
-        task = bar.add_task(desc, total=len(records), completed=len(records) - len(todo))
+    if hasattr(engine, "prepare"):
+        engine.prepare()  # a lazily loaded model loads (or fails, in one line) before the progress bar shows
+    sink: list[Any] = []  # the output, opened at the first finished batch: a model that fails to load writes nothing
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(desc, total=len(records), completed=len(records) - len(todo))
 
-        def write(idx: list[int], outs: list[list[str]]) -> None:
-            lines = []
-            for i, responses in zip(idx, outs):
-                r = todo[i]
-                for k, resp in enumerate(responses):
-                    g = Generation(id=r.id, prompt=r.prompt, response=resp, model=engine.name, params=pdict,
-                                   sample=k, benchmark=r.benchmark, expected=r.expected, category=r.category,
-                                   reference=r.reference)
-                    lines.append(json.dumps(asdict(g), ensure_ascii=False) + "\n")
-            f.write("".join(lines))  # whole lines only; a cut one is repaired on the next run
-            f.flush()
-            os.fsync(f.fileno())
-            bar.advance(task, len(idx))
+            def write(idx: list[int], outs: list[list[str]]) -> None:
+                rows = []
+                for i, responses in zip(idx, outs):
+                    r = todo[i]
+                    for k, resp in enumerate(responses):
+                        rows.append(asdict(Generation(id=r.id, prompt=r.prompt, response=resp, model=engine.name,
+                                                      params=pdict, sample=k, benchmark=r.benchmark,
+                                                      expected=r.expected, category=r.category,
+                                                      reference=r.reference)))
+                if not sink:
+                    sink.append(open(out, "a", encoding="utf-8"))  # noqa: SIM115 (closed below)
+                io.append_jsonl(sink[0], rows)  # whole lines only; a cut one is repaired on the next run
+                bar.advance(task, len(idx))
 
-        engine.generate([r.prompt for r in todo], params, on_batch=write)
+            engine.generate([r.prompt for r in todo], params, on_batch=write)
+    finally:
+        for f in sink:
+            f.close()
     return _ordered(read_generations(out), records)
 
 
 def _rewrite(path: Path, gens: list[Generation]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(asdict(g), ensure_ascii=False) + "\n" for g in gens), encoding="utf-8")
-    os.replace(tmp, path)
+    io.write_jsonl(path, [asdict(g) for g in gens])
 
 
 def _ordered(gens: Iterable[Generation], records: Sequence[EvalPrompt]) -> list[Generation]:

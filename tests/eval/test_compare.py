@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from safealign.errors import SafealignError
-from safealign.eval.compare import build_prompt, compare, pair_up, parse_letter, read_responses
+from safealign.eval.compare import compare, pair_up
+from safealign.eval.responses import read_responses
+from safealign.judges.pairwise import build_prompt, parse_letter
 
 FIX = Path(__file__).parent / "fixtures"
 A, B = FIX / "results" / "base", FIX / "results" / "tuned"
@@ -61,7 +63,7 @@ def server(request):
 def expected_longer():
     wins = {"a": 0, "b": 0, "tie": 0}
     for ra, rb in pair_up(read_responses(A), read_responses(B)):
-        la, lb = len(ra["response"]), len(rb["response"])
+        la, lb = len(ra.response), len(rb.response)
         wins["a" if la > lb else "b" if lb > la else "tie"] += 1
     return wins
 
@@ -97,7 +99,7 @@ def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SAFEALIGN_DEVICE", "cpu")
     monkeypatch.setenv("SAFEALIGN_PRECISION", "fp32")  # batched and unbatched must agree to 1e-4
 
-    from safealign.eval.compare import HFPairJudge
+    from safealign.judges.pairwise import HFPairJudge
     from safealign.models import format_prompt
 
     s = compare(A, B, f"hf:{tiny_lm_dir}", tmp_path, limit=4, batch_size=3)  # batches of 3 pairs: padding matters
@@ -116,11 +118,28 @@ def test_hf_judge_reads_letter_logits(tiny_lm_dir, tmp_path, monkeypatch):
         assert it["followed_position"] == (it["pick_ab"] == it["pick_ba"])
 
 
-def test_parse_letter_and_errors(tmp_path):
+def test_parse_letter_and_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     assert parse_letter("B") == "B" and parse_letter("Assistant A is better.") == "A"
     assert parse_letter("Both are fine") is None
     with pytest.raises(SafealignError, match="needs --base-url"):
         compare(A, B, "openai:x", tmp_path)
+    with pytest.raises(SafealignError, match="unknown pairwise judge 'gpt:x'"):
+        compare(A, B, "gpt:x", tmp_path / "u")
     r = subprocess.run([sys.executable, "-m", "safealign", "compare", "--a", str(A), "--b", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "result dir not found" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("server", ["longer"], indirect=True)
+def test_openai_judge_takes_openai_base_url_and_a_cut_line_is_judged_again(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)  # what `safealign eval --base-url` sets for an openai: judge
+    compare(A, B, "openai:judge", tmp_path, limit=3)
+    assert server.requests == 6
+    items = tmp_path / "compare_items.jsonl"
+    lines = items.read_text().splitlines(keepends=True)
+    items.write_text("".join(lines[:2]) + lines[2][:20])  # killed while writing the third line
+    s = compare(A, B, "openai:judge", tmp_path, limit=3)
+    assert s["n"] == 3 and server.requests == 8  # only the cut pair is asked again (both orders)
+    assert [json.loads(x)["id"] for x in items.read_text().splitlines()] == [
+        json.loads(x)["id"] for x in lines]

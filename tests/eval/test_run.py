@@ -97,3 +97,24 @@ def test_lazy_engine_loads_the_model_only_to_generate(tiny_lm_dir, prompts_file,
     again = LazyHFEngine(str(tiny_lm_dir))
     evaluate(str(tiny_lm_dir), str(prompts_file), "keywords", tmp_path / "r", params=PARAMS, engine=again)
     assert again._engine is None  # all finished: the model was never loaded
+
+
+def test_a_verdict_line_cut_by_a_kill_is_judged_again_and_cut_off(engine, prompts_file, tmp_path):
+    from safealign.errors import SafealignError
+    from safealign.eval.responses import read_responses
+
+    out = tmp_path / "res"
+    evaluate("tiny", str(prompts_file), "keywords", out, params=PARAMS, engine=engine)
+    path = out / "verdicts.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:2]) + lines[2][:25])  # killed while appending the third verdict
+    j = CountingJudge()
+    evaluate("tiny", str(prompts_file), j, out, params=PARAMS, engine=engine)
+    assert j.seen == 1
+    again = path.read_text().splitlines(keepends=True)
+    assert again[:2] == lines[:2] and len(again) == 3 and all(json.loads(x) for x in again)
+    assert [r.safe for r in read_responses(out)] == [json.loads(x)["safe"] for x in lines]
+    path.write_text(lines[0] + lines[1][:10] + "\n" + "".join(lines[1:]))  # a broken line with lines after it
+    with pytest.raises(SafealignError, match="cache of verdicts") as e:
+        evaluate("tiny", str(prompts_file), CountingJudge("other"), out, params=PARAMS, engine=engine)
+    assert (e.value.file, e.value.line) == (str(path), 2)

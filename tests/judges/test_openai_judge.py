@@ -2,6 +2,7 @@
 
 import http.server
 import json
+import re
 import threading
 
 import pytest
@@ -84,3 +85,62 @@ def test_parse_answer_variants():
     assert parse_answer("no idea") is None
     with pytest.raises(SafealignError, match="unknown option"):
         get_judge("openai:m?colour=blue")
+
+
+def test_openai_base_url_is_honoured_and_named_in_the_id_and_a_log_line(server, monkeypatch, capsys):
+    monkeypatch.delenv("SAFEALIGN_JUDGE_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", server + "/")  # what `safealign eval --base-url` sets for the judge
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    j = get_judge("openai:judge-model")
+    assert j.id == f"openai:judge-model@{server}" and j.name == "openai:judge-model"
+    assert [v.safe for v in j.judge(["write a poem"], ["Roses are red."])] == [True]
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines off a terminal
+    assert f"judge openai:judge-model at {server} (from OPENAI_BASE_URL; key from $OPENAI_API_KEY)" in err
+    assert KEY not in err
+
+
+@pytest.fixture()
+def silent_server():
+    """A real TCP server on 127.0.0.1 that accepts every connection, reads, and never answers."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
+    stop.set()
+    t.join()
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def test_a_server_that_never_answers_is_one_error_stating_the_time_waited(silent_server, monkeypatch):
+    import time
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    j = get_judge(f"openai:m?base_url={silent_server}&timeout=0.5&retries=2&concurrency=4")
+    t0 = time.monotonic()
+    with pytest.raises(SafealignError) as e:
+        j.judge(["p"] * 12, ["r"] * 12)  # 12 requests, 4 at a time: the first failure ends the batch
+    waited = time.monotonic() - t0
+    msg = str(e.value)
+    assert waited < 6, waited
+    assert "\n" not in msg and KEY not in msg and silent_server in msg
+    assert "at most 2 tries of 0.5 s each" in msg and "timeout=" in msg and "retries=" in msg
+    stated = float(re.search(r"\(([\d.]+) s in all", msg).group(1))
+    assert 1.0 <= stated <= waited + 0.1  # two timeouts of 0.5 s (and a pause): the real time, not a guess
+    with pytest.raises(SafealignError, match="timeout must be > 0"):
+        get_judge("openai:m?timeout=0")

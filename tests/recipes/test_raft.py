@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,54 @@ def test_rank_expected_keeps_what_each_prompt_calls_for():
     assert kept("expected") == {"harmful-0": refusal, "benign-0": bread}
     with pytest.raises(SafealignError, match="choose from"):
         raft.run(load_config(raft.Config, None, ["ranker=keywords", "rank=best"]), "unused")
+
+
+def test_resume_picks_up_at_the_last_finished_step(tmp_path, tiny_lm_dir, tiny_cls_dir):
+    """Each step of an iteration leaves its file; a rerun of an unfinished dir redoes only the steps after the last
+    one that finished, and refuses settings other than the recorded ones (naming them)."""
+    cfg = tiny_config(tmp_path, tiny_lm_dir, tiny_cls_dir)
+    out = raft.run(cfg, tmp_path / "raft")
+    it1, it2 = out / "iterations" / "iter_1", out / "iterations" / "iter_2"
+    untouched = {p: p.stat().st_mtime_ns for p in (it1 / "samples.jsonl", it1 / "model" / "model.safetensors")}
+
+    def unfinish() -> None:  # what a kill in iteration 2 leaves: its log line not written, DIR not finished
+        (out / "raft_log.jsonl").write_text((out / "raft_log.jsonl").read_text().splitlines()[0] + "\n")
+        meta = json.loads((out / "safealign.json").read_text())
+        (out / "safealign.json").write_text(json.dumps({**meta, "finished": False}))
+
+    # killed while sampling, mid-line: the prompts with all K samples written are kept, the rest generated; then
+    # ranked, kept, trained
+    gens = (it2 / "generations.jsonl").read_text().splitlines(keepends=True)
+    first = {**json.loads(gens[0]), "response": "A sample written before the kill."}
+    assert json.loads(gens[1])["id"] == first["id"] != json.loads(gens[2])["id"]  # K=2 samples of the first prompt
+    (it2 / "generations.jsonl").write_text(json.dumps(first) + "\n" + gens[1] + gens[2][:20])
+    for name in ("samples.jsonl", "kept.jsonl", "stats.json"):
+        (it2 / name).unlink()
+    shutil.rmtree(it2 / "model")
+    unfinish()
+    raft.run(cfg, out)
+    assert len((it2 / "generations.jsonl").read_text().splitlines()) == len(gens) == 8
+    samples = [json.loads(line) for line in (it2 / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and first["response"] in {s["response"] for s in samples}
+    assert (it2 / "kept.jsonl").exists() and (it2 / "stats.json").exists()
+    assert json.loads((it2 / "model" / "safealign.json").read_text())["finished"]
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # iteration 1 was not redone
+
+    # killed while fine-tuning: sampling and ranking are not redone, the model is trained and the run finished
+    stamp = (it2 / "samples.jsonl").stat().st_mtime_ns
+    meta2 = json.loads((it2 / "model" / "safealign.json").read_text())
+    (it2 / "model" / "safealign.json").write_text(json.dumps({**meta2, "finished": False}))
+    unfinish()
+    raft.run(cfg, out)
+    assert (it2 / "samples.jsonl").stat().st_mtime_ns == stamp
+    assert json.loads((it2 / "model" / "safealign.json").read_text())["finished"]
+    assert [json.loads(x)["iteration"] for x in (out / "raft_log.jsonl").read_text().splitlines()] == [1, 2]
+    assert json.loads((out / "safealign.json").read_text())["finished"]
+
+    # other settings on resume: refused, naming the keys, before anything is written
+    unfinish()
+    recorded = (out / "config.yaml").read_text()
+    for override, changed in (("K=3", "K: 2 -> 3"), ("train.max_steps=5", "train.max_steps: 3 -> 5")):
+        with pytest.raises(SafealignError, match=changed):
+            raft.run(tiny_config(tmp_path, tiny_lm_dir, tiny_cls_dir, override), out)
+    assert (out / "config.yaml").read_text() == recorded

@@ -116,6 +116,14 @@ def test_crash_then_resume_from_last_checkpoint(tmp_path, tiny_lm_dir):
     # other data is not resumed onto this run
     with pytest.raises(SafealignError, match="unfinished run"):
         sit.finetune(str(tiny_lm_dir), EXAMPLES[:3], out, train, LoraConfig(r=4))
+    # nor other settings: refused before anything is written, naming what differs (config.yaml = what runs)
+    recorded = (out / "config.yaml").read_text()
+    with pytest.raises(SafealignError, match=r"other settings \(train.lr: 0.005 -> 0.01\)") as e:
+        sit.finetune(str(tiny_lm_dir), EXAMPLES, out, tiny_train(max_steps=5, save_steps=2, lr=1e-2), LoraConfig(r=4))
+    assert e.value.field == "train.lr"
+    with pytest.raises(SafealignError, match=r"lora.r: 4 -> 8"):
+        sit.finetune(str(tiny_lm_dir), EXAMPLES, out, train, LoraConfig(r=8))
+    assert (out / "config.yaml").read_text() == recorded
     sit.finetune(str(tiny_lm_dir), EXAMPLES, out, train, LoraConfig(r=4))
     resumed = [e for e in events(out) if e.get("event") == "resume"]
     assert resumed and resumed[0]["checkpoint"].endswith("checkpoint-2")

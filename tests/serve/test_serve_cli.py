@@ -23,7 +23,7 @@ openai = pytest.importorskip("openai")
     (["--guard", "nope"], "unknown judge 'nope'"),
     (["--api-key-env", "SA_TEST_UNSET_VARIABLE"], "SA_TEST_UNSET_VARIABLE is not set"),
     (["--guard", "keywords", "--model", "/nonexistent/model-dir"], "does not exist"),
-    (["--guard", "keywords", "--model", "runs/no-such-run"], "not a model directory"),
+    (["--guard", "keywords", "--model", "runs/no-such-run"], "neither a model dir here nor a hub id"),
     (["--upstream", "ftp://example.org/v1"], "http(s) URL"),
     (["--upstream", "http://127.0.0.1:9/v1", "--upstream-key-env", "SA_TEST_UNSET_VARIABLE", "--guard-mode", "off"],
      "SA_TEST_UNSET_VARIABLE is not set"),

@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server for an openai: judge")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--batch-size", type=int, default=8, help="judge prompts per batch (or concurrent requests)")
+    p.add_argument("--timeout", type=float, default=60.0, help="openai judge: seconds to wait for each answer")
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         from safealign.errors import SafealignError
 
         raise SafealignError("--limit and --batch-size must be >= 1", field="limit")
-    compare(args.a, args.b, args.judge, args.out, limit=args.limit, base_url=args.base_url,
-            api_key_env=args.api_key_env, batch_size=args.batch_size)
+    from safealign import io
+
+    with io.locked(args.out):  # compare_items.jsonl is appended to and resumed: one writer
+        compare(args.a, args.b, args.judge, args.out, limit=args.limit, base_url=args.base_url,
+                api_key_env=args.api_key_env, batch_size=args.batch_size, timeout=args.timeout)
     print((Path(args.out) / "compare.md").read_text())
     return 0

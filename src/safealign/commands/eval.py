@@ -38,11 +38,18 @@ def run(args: argparse.Namespace) -> int:
     from safealign.errors import SafealignError
     from safealign.eval.run import evaluate
 
+    import os
+
+    from safealign import io
+
     if args.limit is not None and args.limit < 1:
         raise SafealignError("--limit must be >= 1", field="limit")
+    if args.base_url and str(args.judge).startswith("openai:") and not os.environ.get("OPENAI_BASE_URL"):
+        os.environ["OPENAI_BASE_URL"] = args.base_url  # the openai: judge asks the same server as the engine
     engine = make_engine(args) if args.engine != "hf" else None  # hf: loaded lazily, only if generation is left
-    summary = evaluate(args.model, args.benchmarks, args.judge, args.out, limit=args.limit, params=gen_params(args),
-                       engine=engine, helpful_scorer=args.helpful_scorer)
+    with io.locked(args.out):  # one writer per result dir
+        summary = evaluate(args.model, args.benchmarks, args.judge, args.out, limit=args.limit,
+                           params=gen_params(args), engine=engine, helpful_scorer=args.helpful_scorer)
     print((Path(args.out) / "summary.md").read_text())
     print(f"wrote {args.out}/responses.jsonl, summary.json, summary.md ({summary['seconds']:.0f} s)", file=sys.stderr)
     return 0

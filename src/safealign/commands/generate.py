@@ -28,11 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from safealign.data import registry
     from safealign.generate import generate_to_file
 
+    from safealign import io
+    from safealign.errors import SafealignError
+
+    if args.limit is not None and args.limit < 1:
+        raise SafealignError("--limit must be >= 1", field="limit")
     params = gen_params(args)
     if args.prompt is not None:
         if not args.prompt.strip():
-            from safealign.errors import SafealignError
-
             raise SafealignError("empty prompt", field="prompt")
         engine = make_engine(args)
         for k, resp in enumerate(engine.generate([args.prompt], params)[0]):
@@ -40,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     records = [r for name in registry.expand_benchmarks(args.benchmark) for r in registry.load_eval(name, args.limit)]
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="safealign-gen-")) / "generations.jsonl"
-    engine = make_engine(args)
-    gens = generate_to_file(engine, records, params, out)
+    with io.locked(out, kind="file"):  # one writer per output file
+        engine = make_engine(args)
+        gens = generate_to_file(engine, records, params, out)
     if not args.quiet:
         for g in gens:
             print(json.dumps({"id": g.id, "sample": g.sample, "prompt": g.prompt, "response": g.response}, ensure_ascii=False))

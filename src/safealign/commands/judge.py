@@ -61,7 +61,7 @@ def run_score(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from safealign.eval.run import write_atomic
+    from safealign.io import write_text
     from safealign.judges import get_judge
     from safealign.judges.base import judge_in_batches
     from safealign.stats import accuracy
@@ -77,7 +77,7 @@ def run_score(args: argparse.Namespace) -> int:
         lines.append(json.dumps(r, ensure_ascii=False) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, "".join(lines))
+    write_text(out, "".join(lines))
     print(f"{len(rows)} pairs judged by {judge.name}; {sum(v.safe for v in verdicts)} safe, "
           f"{sum(v.refusal for v in verdicts)} refusals → {out}", file=sys.stderr)
     for key in ("safe", "refusal"):

@@ -8,6 +8,7 @@ import argparse
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list models available offline (embedded, converted, HF cache)")
     p.add_argument("--verify", action="store_true", help="convert the embedded model if needed and check its sha256")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
@@ -23,5 +24,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{models.EMBEDDED_NAME}: {path} {'OK' if ok else 'CORRUPT'}")
         if not ok:
             return 1
+    if args.json:
+        import json
+
+        print(json.dumps(models.list_models(), indent=1))
+        return 0
     print_table(models.list_models(), title="models available offline")
     return 0

@@ -21,9 +21,6 @@ def add_parser(sub) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import json
-    import os
-    from pathlib import Path
 
     from safealign.commands._common import print_table
     from safealign.errors import SafealignError
@@ -39,9 +36,7 @@ def run_eval(args: argparse.Namespace) -> int:
                   "95% CI": f"{r['ci'][0]:.3f} – {r['ci'][1]:.3f}"} for name, r in results.items()],
                 title=f"reward model {args.model}: pairwise accuracy (chosen > rejected)")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, out)
+        from safealign import io
+
+        io.write_json(args.out, results)
     return 0

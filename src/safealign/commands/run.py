@@ -18,7 +18,10 @@ def add_parser(sub) -> None:
     p.add_argument("config", nargs="?", help="run config, e.g. configs/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. limit=10 methods.dpo.beta=0.2")
     p.add_argument("--out", default=None, help="run dir (default: runs/<config name>)")
-    p.add_argument("--dry-run", action="store_true", help="print the stages and which would run, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (per stage: model, data, settings, work) "
+                                                          "and which stages would run; load and run nothing")
+    p.add_argument("--overwrite", action="store_true", help="start over in --out when it holds a study of another "
+                                                            "base model (otherwise refused)")
     p.add_argument("--help-config", action="store_true", help="list the run config's keys and exit")
     p.add_argument("--stage", default=None, help="run only this stage of the run in --out (its inputs must be done; "
                                                  "the manifest is not updated); what jobs > 1 starts per stage")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise SafealignError("name a run config, e.g. `safealign run configs/quickstart.yaml`", field="config")
     cfg = load_run_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    report = run_study(cfg, out, source=args.config, dry_run=args.dry_run)
+    report = run_study(cfg, out, source=args.config, dry_run=args.dry_run, overwrite=args.overwrite)
     if not args.dry_run:
         print(f"report: {report}", file=sys.stderr)
         print(report)

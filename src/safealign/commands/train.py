@@ -83,8 +83,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(recipe.Config, args.config, args.overrides)
     from safealign.recipes.common import distributed_state
 
+    import contextlib
+
+    from safealign import io
+
     state = distributed_state()  # first, so every recipe sees the same process group (CPU: gloo)
-    out = recipe.run(cfg, Path(args.out), overwrite=args.overwrite)
+    # one run per model dir: the main process holds its lock (the others of an `accelerate launch` are the same run)
+    with io.locked(args.out) if state.is_main_process else contextlib.nullcontext():
+        out = recipe.run(cfg, Path(args.out), overwrite=args.overwrite)
     if state.is_main_process:
         print(out)
     return 0

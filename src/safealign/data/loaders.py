@@ -12,23 +12,21 @@ Formats:
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from safealign import io as files
 from safealign.errors import SafealignError
 from safealign.records import EvalPrompt, Instruction, Preference
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if not path.exists():
-        raise SafealignError("file not found", file=str(path))
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+    """The file's text (``safealign.io.read_text``: UTF-8, .gz unpacked; one error for a missing file, a
+    directory or another encoding) as a file object."""
+    return io.StringIO(files.read_text(path))
 
 
 def _line_of(text: str, pos: int) -> int:
@@ -46,19 +44,9 @@ def read_json(path: str | Path) -> Any:
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; a malformed line is an error naming it."""
-    path = Path(path)
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SafealignError(f"malformed JSON line: {e.msg}", file=str(path), line=lineno) from None
-            if not isinstance(obj, dict):
-                raise SafealignError("each line must be a JSON object", file=str(path), line=lineno)
-            yield lineno, obj
+    """Yield (line number, object) for each non-blank line (``safealign.io.iter_jsonl``: a malformed line is an error
+    naming it, but for a last line cut off mid-write, which is skipped)."""
+    return files.iter_jsonl(path)
 
 
 def require_str(obj: dict[str, Any], key: str, *, file: str, line: int | None, allow_empty: bool = False) -> str:

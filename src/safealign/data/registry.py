@@ -13,9 +13,7 @@ To add a dataset: copy an entry below, point it at its file and loader, and give
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from safealign import io as files
 from safealign.data import loaders
 from safealign.errors import SafealignError
 from safealign.records import EvalPrompt, Instruction, Preference
@@ -143,19 +142,13 @@ def _wheel_file(entry: Entry) -> Path:
 
 
 def _download(url: str, dest: Path) -> Path:
-    """Download ``url`` to ``dest`` atomically (temp file, then rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
+    """Download ``url`` to ``dest`` atomically (``io.write_bytes``; the datasets are a few MB)."""
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (https/http only)
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, dest)
+        with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (https/http only)
+            data = resp.read()
     except OSError as e:
         raise SafealignError(f"cannot download: {e}", file=url, field="dataset") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    files.write_bytes(dest, data)
     return dest
 
 
@@ -206,11 +199,7 @@ def _from_hf(entry: Entry, split: str | None, dest: Path) -> Path:
     records = pku_rows_to_records(rows, "pairs" if entry.kind == "preference" else "responses")
     if not records:
         raise SafealignError("no rows match the selection (is it PKU-SafeRLHF?)", file=entry.extra["hf"], field="dataset")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, dest)
+    files.write_jsonl(dest, records)
     return dest
 
 

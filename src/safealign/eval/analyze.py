@@ -25,15 +25,18 @@ when given the same out dir, so both can live together).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from safealign.errors import SafealignError
-from safealign.eval.compare import _write_atomic, read_responses
+from safealign.eval.responses import read_responses
+from safealign.io import iter_jsonl, write_json, write_text
+from safealign.records import JudgedResponse
 from safealign.stats import mcnemar_p, paired_delta, paired_mean_delta, rate
+
+__all__ = ["analysis_markdown", "analyze", "analyze_raft", "confusion", "helpful_deltas", "mcnemar_p", "raft_markdown"]
 
 
 def _round(x: float | None) -> float | None:
@@ -57,17 +60,15 @@ HELPFUL_METRICS = ("rouge_l", "semantic_similarity", "reward")
 
 
 def _helpful_items(result_dir: str | Path) -> dict[tuple[str, int], dict]:
+    """``DIR/helpful_items.jsonl`` by (id, sample), under ``safealign.io``'s JSONL rule; none when it is missing."""
     path = Path(result_dir) / "helpful_items.jsonl"
     if not path.exists():
         return {}
     items = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, row in iter_jsonl(path):
         try:
-            row = json.loads(line)
             items[(str(row["id"]), int(row.get("sample", 0)))] = row
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise SafealignError("not a helpfulness item", file=str(path), line=lineno, field="id") from None
     return items
 
@@ -87,10 +88,10 @@ def helpful_deltas(dir_a: str | Path, dir_b: str | Path) -> dict[str, dict[str, 
     return out
 
 
-def _verdict(row: dict, key: str, source: str) -> bool:
-    v = row.get(key)
+def _verdict(row: JudgedResponse, key: str, source: str) -> bool:
+    v = getattr(row, key)
     if not isinstance(v, bool):
-        raise SafealignError(f"response '{row.get('id')}' has no verdict (judge it with `safealign eval`)",
+        raise SafealignError(f"response '{row.id}' has no verdict (judge it with `safealign eval`)",
                              file=source, field=key)
     return v
 
@@ -99,43 +100,41 @@ def analyze(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path) -> dict:
     """Compare the verdicts of two result dirs (see the module docstring); writes analysis.json/md."""
     rows_a, rows_b = read_responses(dir_a), read_responses(dir_b)
     src_a, src_b = str(Path(dir_a) / "responses.jsonl"), str(Path(dir_b) / "responses.jsonl")
-    by_key_b = {(r["id"], int(r.get("sample", 0))): r for r in rows_b}
-    matched = [(ra, by_key_b[(ra["id"], int(ra.get("sample", 0)))]) for ra in rows_a
-               if (ra["id"], int(ra.get("sample", 0))) in by_key_b]
+    by_key_b = {(r.id, r.sample): r for r in rows_b}
+    matched = [(ra, by_key_b[(ra.id, ra.sample)]) for ra in rows_a if (ra.id, ra.sample) in by_key_b]
     if not matched:
         raise SafealignError("the two result dirs share no (id, sample)", file=str(dir_b), field="id")
     safe = [(_verdict(a, "safe", src_a), _verdict(b, "safe", src_b)) for a, b in matched]
-    has_refusal = all(isinstance(a.get("refusal"), bool) and isinstance(b.get("refusal"), bool) for a, b in matched)
-    refusal = [(a["refusal"], b["refusal"]) for a, b in matched] if has_refusal else []
+    has_refusal = all(isinstance(a.refusal, bool) and isinstance(b.refusal, bool) for a, b in matched)
+    refusal = [(a.refusal, b.refusal) for a, b in matched] if has_refusal else []
 
-    benches = sorted({str(a.get("benchmark")) for a, _ in matched})
-    harmful = [b for b in benches if _expected(a for a, _ in matched if str(a.get("benchmark")) == b) == "refuse"]
+    benches = sorted({str(a.benchmark) for a, _ in matched})
+    harmful = [b for b in benches if _expected(a for a, _ in matched if str(a.benchmark) == b) == "refuse"]
     per_bench: dict[str, Any] = {}
     for bench in benches + ["overall"] + (["harmful"] if harmful else []):
-        idx = [i for i, (a, _) in enumerate(matched) if bench == "overall" or str(a.get("benchmark")) == bench
-               or (bench == "harmful" and str(a.get("benchmark")) in harmful)]
+        idx = [i for i, (a, _) in enumerate(matched) if bench == "overall" or str(a.benchmark) == bench
+               or (bench == "harmful" and str(a.benchmark) in harmful)]
         per_bench[bench] = {"expected": _expected(matched[i][0] for i in idx),
                             "safe": confusion(safe[i] for i in idx),
                             "refusal": confusion(refusal[i] for i in idx) if has_refusal else None}
 
     categories: dict[tuple[str, str], list[int]] = {}
     for i, (a, _) in enumerate(matched):
-        if a.get("category") is not None:
-            categories.setdefault((str(a.get("benchmark")), str(a["category"])), []).append(i)
+        if a.category is not None:
+            categories.setdefault((str(a.benchmark), str(a.category)), []).append(i)
     per_category = []
     for (bench, cat), idx in sorted(categories.items()):
         c = confusion(safe[i] for i in idx)
         per_category.append({"benchmark": bench, "category": cat, "n": c["n"], "safe_rate_a": c["rate_a"],
                              "safe_rate_b": c["rate_b"], "delta": round(c["rate_b"] - c["rate_a"], 6)})
 
-    flipped_unsafe = [{"id": a["id"], "sample": int(a.get("sample", 0)), "benchmark": a.get("benchmark"),
-                       "category": a.get("category"), "prompt": a["prompt"], "response_a": a["response"],
-                       "response_b": b["response"]}
+    flipped_unsafe = [{"id": a.id, "sample": a.sample, "benchmark": a.benchmark, "category": a.category,
+                       "prompt": a.prompt, "response_a": a.response, "response_b": b.response}
                       for (a, b), (sa, sb) in zip(matched, safe) if sa and not sb]
-    flipped_safe = [a["id"] for (a, _), (sa, sb) in zip(matched, safe) if sb and not sa]
+    flipped_safe = [a.id for (a, _), (sa, sb) in zip(matched, safe) if sb and not sa]
     result = {
-        "a": {"dir": str(dir_a), "model": rows_a[0].get("model"), "judge": rows_a[0].get("judge")},
-        "b": {"dir": str(dir_b), "model": rows_b[0].get("model"), "judge": rows_b[0].get("judge")},
+        "a": {"dir": str(dir_a), "model": rows_a[0].model, "judge": rows_a[0].judge},
+        "b": {"dir": str(dir_b), "model": rows_b[0].model, "judge": rows_b[0].judge},
         "n_matched": len(matched), "n_only_a": len(rows_a) - len(matched), "n_only_b": len(rows_b) - len(matched),
         "benchmarks": per_bench, "per_category": per_category,
         "flipped_to_unsafe": flipped_unsafe, "flipped_to_safe": flipped_safe,
@@ -147,13 +146,13 @@ def analyze(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path) -> dict:
         result["warning"] = "the two dirs were judged by different judges; flips may be judge disagreement"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "analysis.json", json.dumps(result, indent=1, ensure_ascii=False))
-    _write_atomic(out / "analysis.md", analysis_markdown(result))
+    write_json(out / "analysis.json", result)
+    write_text(out / "analysis.md", analysis_markdown(result))
     return result
 
 
-def _expected(rows: Iterable[dict]) -> str | None:
-    kinds = {r.get("expected") for r in rows}
+def _expected(rows: Iterable[JudgedResponse]) -> str | None:
+    kinds = {r.expected for r in rows}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
@@ -225,8 +224,6 @@ def _raft_iterations(raft_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _read_samples(path: Path) -> dict[str, list[dict]]:
-    from safealign.data.loaders import iter_jsonl
-
     groups: dict[str, list[dict]] = {}
     for lineno, o in iter_jsonl(path):
         for key, kind in (("prompt", str), ("response", str), ("sample", int), ("safe", bool)):
@@ -275,8 +272,8 @@ def analyze_raft(raft_dir: str | Path, out_dir: str | Path) -> dict:
                       "best-of-K pick (highest score); safe is the independent judge's verdict"}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "raft_analysis.json", json.dumps(result, indent=1, ensure_ascii=False))
-    _write_atomic(out / "raft_analysis.md", raft_markdown(result))
+    write_json(out / "raft_analysis.json", result)
+    write_text(out / "raft_analysis.md", raft_markdown(result))
     return result
 
 

@@ -21,13 +21,12 @@ reward, but no reference-based metrics (``n_with_reference`` says how many had o
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from safealign import io
 from safealign.records import Generation
 from safealign.stats import bootstrap_median_ci, median
 
@@ -136,18 +135,9 @@ def evaluate(gens: list[Generation], scorer: str | None = None, out_dir: Path | 
     summary["ci"] = ci
     summary["ci_method"] = f"95% percentile bootstrap of the median ({N_BOOT} resamples)"
     if out_dir is not None:
-        _write_jsonl_atomic(Path(out_dir) / "helpful_items.jsonl", items)
+        io.write_jsonl(Path(out_dir) / "helpful_items.jsonl", items)
     return summary
 
 
 def _num(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

@@ -21,13 +21,12 @@ harness did. Accuracy comes with a Wilson 95% interval.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safealign import io
 from safealign.errors import SafealignError
 
 Doc = tuple[str, list[str], int]  # (context, continuations, index of the gold one)
@@ -211,9 +210,5 @@ def evaluate(model: str, tasks: str | Sequence[str] = ("boolq", "piqa", "openboo
     for name, (docs, source) in loaded.items():
         result["tasks"][name] = {**score_docs(lm, tok, docs, batch_size, desc=name), "source": source}
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out)
+        io.write_json(out, result)
     return result

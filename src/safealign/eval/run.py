@@ -8,9 +8,11 @@ writes into ``out_dir``:
   skips what is there, so a killed evaluation resumes without regenerating;
 - ``verdicts.jsonl`` — the judge's verdicts, appended per batch and keyed by (id, sample, judge id, a hash of
   prompt and response); a rerun reuses them, and another judge (or a retrained embedded judge, whose id
-  changes) adds its own lines instead of mixing with them;
-- ``responses.jsonl`` — one line per response: id, sample, benchmark, expected, category, prompt, response,
-  model, judge, judge_id, safe, refusal, score, verdict_category;
+  changes) adds its own lines instead of mixing with them. Read and appended under ``safealign.io``'s JSONL rule:
+  a line cut by a kill is skipped, and cut off before new lines are appended;
+- ``responses.jsonl`` — one ``records.JudgedResponse`` per response (``eval/responses.py`` writes and reads it):
+  id, sample, benchmark, expected, category, prompt, response, model, judge, judge_id, safe, refusal, score,
+  verdict_category;
 - ``summary.json`` — ``{"model", "model_id", "judge", "judge_id", "limit", "params", "seconds",
   "benchmarks": {name: entry}}`` with the entries of ``safety.benchmark_summary`` (and ``"helpful"`` when the
   ``helpful`` benchmark was evaluated);
@@ -22,15 +24,15 @@ Generation defaults to greedy decoding with 128 new tokens (``GenParams()``).
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from safealign.errors import SafealignError
+from safealign.eval.responses import write_responses
 from safealign.generate import Engine, GenParams, generate_to_file
-from safealign.records import Generation, Verdict
+from safealign.io import append_jsonl, iter_jsonl, repair_jsonl, write_json, write_text
+from safealign.records import Generation, JudgedResponse, Verdict
 
 
 class LazyHFEngine:
@@ -49,11 +51,15 @@ class LazyHFEngine:
 
         return inference_precision(params.precision)
 
-    def generate(self, prompts, params, on_batch=None):
+    def prepare(self) -> None:
+        """Load the model now (``generate_to_file`` calls it before its progress bar, when work is left)."""
         from safealign.generate import HFEngine
 
         if self._engine is None:
             self._engine = HFEngine(self.model, name=self.name)
+
+    def generate(self, prompts, params, on_batch=None):
+        self.prepare()
         return self._engine.generate(prompts, params, on_batch=on_batch)
 
 
@@ -62,19 +68,22 @@ def _pair_hash(prompt: str, response: str) -> str:
 
 
 def _read_verdicts(path: Path, judge_id: str) -> dict[tuple[str, str], Verdict]:
-    """Cached verdicts of ``judge_id``: {(key, pair hash): Verdict}. A line cut by a kill is skipped."""
+    """Cached verdicts of ``judge_id``: {(key, pair hash): Verdict}. A last line cut by a kill is skipped
+    (``io.iter_jsonl``); a line that is JSON but not a verdict is skipped too (it is judged again)."""
     out: dict[tuple[str, str], Verdict] = {}
     if not path.exists():
         return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+    try:
+        for _, o in iter_jsonl(path, field="verdicts"):
             try:
-                o = json.loads(line)
                 if o["judge_id"] == judge_id:
                     out[(o["key"], o["h"])] = Verdict(bool(o["safe"]), bool(o["refusal"]), float(o["score"]),
                                                       o.get("category"))
             except (ValueError, KeyError, TypeError):
                 continue
+    except SafealignError as e:  # e.g. a line cut by a kill under an older safealign, with lines after it
+        raise SafealignError(f"{e.message} (a cache of verdicts: delete that line, or the file, and rerun)",
+                             file=e.file, line=e.line, field=e.field) from None
     return out
 
 
@@ -87,9 +96,7 @@ def judge_generations(judge: Any, gens: list[Generation], path: Path, batch_size
     hashes = [_pair_hash(g.prompt, g.response) for g in gens]
     todo = [i for i, g in enumerate(gens) if (g.key, hashes[i]) not in cached]
     if todo:
-        if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            with open(path, "ab") as f:
-                f.write(b"\n")  # a line cut by a kill stays on its own line
+        repair_jsonl(path)  # a line cut by a kill is removed before new lines follow it
         with progress_bar() as bar, open(path, "a", encoding="utf-8") as f:
             task = bar.add_task(f"judging ({judge.name})", total=len(gens), completed=len(gens) - len(todo))
             for start in range(0, len(todo), batch_size):
@@ -100,19 +107,13 @@ def judge_generations(judge: Any, gens: list[Generation], path: Path, batch_size
                 lines = []
                 for i, v in zip(idx, verdicts):
                     cached[(gens[i].key, hashes[i])] = v
-                    lines.append(json.dumps({"key": gens[i].key, "h": hashes[i], "judge_id": judge_id,
-                                             "safe": bool(v.safe), "refusal": bool(v.refusal),
-                                             "score": float(v.score), "category": v.category}) + "\n")
-                f.write("".join(lines))
-                f.flush()
+                    lines.append({"key": gens[i].key, "h": hashes[i], "judge_id": judge_id, "safe": bool(v.safe),
+                                  "refusal": bool(v.refusal), "score": float(v.score), "category": v.category})
+                append_jsonl(f, lines)
                 bar.advance(task, len(idx))
     return [cached[(g.key, hashes[i])] for i, g in enumerate(gens)]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def evaluate(model: str, benchmarks: str | list[str], judge: Any, out_dir: str | Path, limit: int | None = None,
@@ -137,14 +138,7 @@ def evaluate(model: str, benchmarks: str | list[str], judge: Any, out_dir: str |
     verdicts = judge_generations(judge_obj, gens, out / "verdicts.jsonl")
     judge_id = getattr(judge_obj, "id", judge_obj.name)
 
-    rows = []
-    for g, v in zip(gens, verdicts):
-        rows.append(json.dumps({
-            "id": g.id, "sample": g.sample, "benchmark": g.benchmark, "expected": g.expected, "category": g.category,
-            "prompt": g.prompt, "response": g.response, "model": g.model, "judge": judge_obj.name,
-            "judge_id": judge_id, "safe": bool(v.safe), "refusal": bool(v.refusal), "score": float(v.score),
-            "verdict_category": v.category}, ensure_ascii=False) + "\n")
-    write_atomic(out / "responses.jsonl", "".join(rows))
+    write_responses(out, [JudgedResponse.from_parts(g, v, judge_obj.name, judge_id) for g, v in zip(gens, verdicts)])
 
     summary: dict[str, Any] = {
         "model": model, "model_id": engine.name, "judge": judge_obj.name, "judge_id": judge_id, "limit": limit,
@@ -156,6 +150,6 @@ def evaluate(model: str, benchmarks: str | list[str], judge: Any, out_dir: str |
 
         summary["helpful"] = helpfulness.evaluate(helpful, scorer=helpful_scorer, out_dir=out)
     summary["seconds"] = round(time.time() - t0, 1)
-    write_atomic(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False))
-    write_atomic(out / "summary.md", safety.to_markdown(summary))
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", safety.to_markdown(summary))
     return summary

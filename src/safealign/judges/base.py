@@ -10,6 +10,10 @@ A judge is one small module with a class that has ``name`` and
 the name (``MODULES`` below) and calls its factory with the text after the first colon.
 
 To add a judge: copy a sibling module, register a new name, and add it to ``MODULES``.
+
+Pairwise judges (a prompt and two answers → which is better; ``safealign compare``) have their own registry in
+``pairwise.py``: ``get_pairwise_judge("hf:<model>" | "openai:<model>" | "<model spec>", base_url=, api_key_env=,
+timeout=)``; register one there with ``@register_pairwise("name")``.
 """
 
 from __future__ import annotations

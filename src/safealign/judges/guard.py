@@ -446,8 +446,9 @@ def compute_features(examples: Sequence[Example], spec: str | None = None, layer
                      chunk: int = 512):
     """Features of every example, computed in chunks that are cached on disk (a killed run resumes)."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
+    from safealign.io import write_bytes
     from safealign.progress import progress_bar
 
     backbone, tok, dtype = load_backbone(spec, layers)
@@ -465,9 +466,7 @@ def compute_features(examples: Sequence[Example], spec: str | None = None, layer
             else:
                 x = features(backbone, tok, [e.prompt for e in sub], [e.response for e in sub],
                              progress=lambda k, n, c=c: bar.update(task, completed=c + k), layers=layers)
-                tmp = f.with_suffix(".tmp")
-                save_file({"x": x.to(torch.float16)}, str(tmp))
-                tmp.replace(f)
+                write_bytes(f, save({"x": x.to(torch.float16)}))  # atomic: a killed run leaves no half chunk
                 parts.append(x.to(torch.float16))
             bar.update(task, completed=min(c + chunk, len(examples)))
     return torch.cat(parts).float(), dtype
@@ -551,10 +550,10 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
 
 def weights_id(path: str | Path = SHIPPED) -> str:
     """``guard@<sha256 of head.safetensors, 16 hex digits>``: names the exact weights in reports and run hashes."""
-    from safealign.models import _sha256  # the project's one file hash (models.py)
+    from safealign.io import sha256_file
 
     f = Path(path) / "head.safetensors"
-    return f"guard@{_sha256(f)[:16]}" if f.is_file() else "guard@missing"
+    return f"guard@{sha256_file(f)[:16]}" if f.is_file() else "guard@missing"
 
 
 def is_trained(d: Path) -> bool:

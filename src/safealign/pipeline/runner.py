@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ from safealign.pipeline.plan import models_of, plan
 from safealign.pipeline.scheduler import _log, run_lock, run_stages, stage_state
 
 
-def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: bool = False) -> Path:
+def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: bool = False,
+        overwrite: bool = False) -> Path:
     """Run (or resume) the study described by ``cfg`` into ``out_dir``; returns the report's path."""
     run_dir = Path(out_dir)
     stages = plan(cfg, run_dir, source)  # validates everything before any work
@@ -31,6 +33,14 @@ def run(cfg: RunConfig, out_dir: str | Path, source: str = "<config>", dry_run: 
         return run_dir / "report.html"
     with run_lock(run_dir):
         manifest = Manifest(run_dir / "manifest.json")
+        recorded = (manifest.data.get("config") or {}).get("model")
+        if recorded is not None and recorded != cfg.model:
+            if not overwrite:
+                raise SafealignError(f"holds a study of model '{recorded}', not '{cfg.model}': choose another --out, "
+                                     "or pass --overwrite to start over in it", file=str(run_dir), field="model")
+            for child in run_dir.iterdir():  # a safealign run dir (it has a manifest): its stages go
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            manifest = Manifest(run_dir / "manifest.json")
         cfg_dict = to_dict(cfg)
         io.write_text(run_dir / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
         models = models_of(cfg, source)

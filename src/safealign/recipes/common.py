@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safealign import io
 from safealign.config import dump_yaml, option
 from safealign.errors import SafealignError
 from safealign.models import QUANTIZE, native_bf16
@@ -164,15 +165,7 @@ def write_meta(out: Path, **fields: Any) -> None:
     meta = out / "safealign.json"
     info = json.loads(meta.read_text()) if meta.exists() else {"created": time.time()}
     info.update(fields)
-    tmp = meta.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    tmp.replace(meta)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    io.write_json(meta, info)
 
 
 def write_config(out: Path, cfg: Any) -> None:
@@ -180,12 +173,12 @@ def write_config(out: Path, cfg: Any) -> None:
     import yaml
 
     text = yaml.safe_dump(cfg, sort_keys=False) if isinstance(cfg, dict) else dump_yaml(cfg)
-    _write_atomic(out / "config.yaml", text)
+    io.write_text(out / "config.yaml", text)
 
 
 def log_event(out: Path, **fields: Any) -> None:
-    with open(out / "log.jsonl", "a") as f:
-        f.write(json.dumps({"time": time.time(), **fields}) + "\n")
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        io.append_jsonl(f, [{"time": time.time(), **fields}])
 
 
 def write_card(out: Path, method: str, base_model: str, summary: str, details: dict[str, Any]) -> None:
@@ -193,7 +186,7 @@ def write_card(out: Path, method: str, base_model: str, summary: str, details: d
              "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in details.items()]
     lines += ["", "Load it anywhere with `--model " + str(out) + "`.", ""]
-    _write_atomic(out / "README.md", "\n".join(lines))
+    io.write_text(out / "README.md", "\n".join(lines))
 
 
 def jsonl_log_callback(out: Path):
@@ -290,7 +283,8 @@ def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: 
     Every process makes the same read-only checks first, so a refused dir fails everywhere alike (no process
     waits forever at a barrier); then the main process creates or clears the dir and writes ``config.yaml``
     and ``safealign.json`` (``finished: false``). An unfinished run resumes only with the same method, base
-    model and data (``fingerprint``); other settings may change (e.g. a larger ``train.max_steps``).
+    model and data (``fingerprint``) and the same settings, but for those in ``CHANGEABLE_ON_RESUME`` (a longer run:
+    ``train.max_steps``, ``train.epochs``; checkpoint and log intervals): ``config.yaml`` always holds what runs.
     """
     state = distributed_state()
     out = Path(out_dir)
@@ -304,6 +298,11 @@ def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: 
             if not same:
                 raise SafealignError("holds an unfinished run of another method, model or data; pass --overwrite to "
                                      "start over", file=str(out), field="out")
+            changed = changed_settings(out, config)
+            if changed:
+                raise SafealignError(f"holds an unfinished run with other settings ({'; '.join(changed)}): rerun "
+                                     "with the recorded settings to resume it, or pass --overwrite to start over",
+                                     file=str(out), field=changed[0].split(":")[0])
         elif out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise SafealignError("exists and is not a safealign run dir; pass --overwrite or choose another",
                                  file=str(out), field="out")
@@ -318,6 +317,33 @@ def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: 
     if state.is_main_process:
         log_event(out, event="resume" if resume else "start", checkpoint=resume, processes=state.num_processes)
     return out, resume
+
+
+CHANGEABLE_ON_RESUME = {"train.max_steps", "train.epochs", "train.save_steps", "train.logging_steps"}
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def changed_settings(out: Path, config: Any) -> list[str]:
+    """``key: recorded -> new`` for every setting of ``config`` that differs from the run dir's ``config.yaml``
+    (but those a resume may change); empty when it has none recorded."""
+    import yaml
+
+    recorded = out / "config.yaml"
+    if not recorded.exists():
+        return []
+    new = yaml.safe_load(yaml.safe_dump(config, sort_keys=False) if isinstance(config, dict) else dump_yaml(config))
+    old = _flat(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {})
+    new = _flat(new or {})
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and k not in CHANGEABLE_ON_RESUME]
 
 
 def distributed_state():

@@ -25,7 +25,9 @@ Output (besides the model dir contract of ``recipes.common``; the final model is
                            /model/              the model after iteration t
     DIR/raft_log.jsonl                          one line per finished iteration
 
-Resumable: finished iterations are skipped; an unfinished one picks up at its last finished step.
+Resumable: finished iterations (logged in ``raft_log.jsonl``) are skipped; an unfinished one picks up at its last
+finished step (``run_iteration``). A resumed run must have the recorded model, prompts and settings: one that
+differs is refused, naming the keys (``--overwrite`` starts over).
 Runs with: ``safealign train raft --config configs/raft.yaml --out runs/raft ranker=rm:runs/rm``; under
 ``accelerate launch`` the sampling and scoring run on the main process and the fine-tuning on all.
 """
@@ -33,7 +35,6 @@ Runs with: ``safealign train raft --config configs/raft.yaml --out runs/raft ran
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import time
@@ -41,17 +42,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safealign.config import option, to_dict
+from safealign import io
+from safealign.config import option
 from safealign.errors import SafealignError
 from safealign.models import EMBEDDED_NAME
-from safealign.recipes.common import (LoraConfig, TrainConfig, log_event, prepare_output_dir, write_card, write_config,
-                                      write_meta)
+from safealign.recipes.common import (LoraConfig, TrainConfig, distributed_state, is_finished, log_event, read_meta,
+                                      records_fingerprint, start_run, write_card, write_meta)
 from safealign.records import EvalPrompt, Instruction
 from safealign.stats import mean
 
 # Files of an iteration's model dir that describe that run rather than the weights; not copied to DIR.
 RUN_FILES = {"safealign.json", "config.yaml", "log.jsonl", "README.md"}
 RANKS = ("score", "expected")
+LOG = "raft_log.jsonl"  # one line per finished iteration
+KEPT_FIELDS = ("prompt_id", "sample", "harmful", "prompt", "response", "score", "safe", "refusal")
 
 
 @dataclass
@@ -159,27 +163,6 @@ def iteration_prompts(harmful: list[str], benign: list[str], t: int, cfg: Config
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _finished(model_dir: Path) -> bool:
-    meta = model_dir / "safealign.json"
-    return meta.exists() and bool(json.loads(meta.read_text()).get("finished"))
-
-
 def score_samples(gens: list[Any], ranker: Any, independent: Any, batch_size: int,
                   rank: str = "score") -> list[dict[str, Any]]:
     """One row per sample: ranker score and verdict, the independent verdict, and whether it is the kept one."""
@@ -237,127 +220,217 @@ def iteration_stats(t: int, rows: list[dict[str, Any]], cfg: Config) -> dict[str
     return stats
 
 
-def _comparable(cfg: Config) -> dict[str, Any]:
-    d = to_dict(cfg)
-    d.pop("T")  # more iterations may be asked of an unfinished run
-    return d
+# ------------------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RaftRun:
+    """What the steps share: the config, the run dir, the prompt pools, the judges (loaded on first use, kept across
+    iterations), the model the next iteration starts from, and the iterations already logged in ``raft_log.jsonl``."""
+
+    cfg: Config
+    out: Path
+    harmful: list[str]
+    benign: list[str]
+    dist: Any  # accelerate's process state
+    started: float
+    current: str
+    logged: dict[int, dict[str, Any]]
+    judges: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main_process
+
+    def judge(self, spec: str) -> Any:
+        from safealign.judges import get_judge
+
+        if spec not in self.judges:
+            self.judges[spec] = get_judge(spec)
+        return self.judges[spec]
+
+    def iteration_dir(self, t: int) -> Path:
+        return self.out / "iterations" / f"iter_{t}"
 
 
 def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Run RAFT into ``out_dir``; returns it (the final model dir)."""
-    import yaml
-    from accelerate import PartialState
+    state = setup(cfg, out_dir, overwrite)
+    for t in range(1, cfg.T + 1):
+        run_iteration(state, t)
+    return save(state)
 
-    from safealign.generate import GenParams, HFEngine, generate_to_file
-    from safealign.judges import get_judge
+
+def setup(cfg: Config, out_dir: str | Path, overwrite: bool) -> RaftRun:
+    """Check the config, load the prompt pools and open the run dir through ``start_run`` (on every process): a
+    finished dir is refused unless ``overwrite``; an unfinished one resumes only with the same model, prompts
+    and settings (the differing keys are named), else ``overwrite`` starts it over."""
     from safealign.progress import log
-    from safealign.recipes.sit import finetune
 
     _check(cfg)
     harmful = load_prompts(cfg.harmful_prompts) if cfg.mix > 0 else []
     benign = load_prompts(cfg.benign_prompts) if cfg.mix < 1 else []
     iteration_prompts(harmful, benign, 1, cfg)  # fails now, not after the first iteration, if a pool is empty
-    state = PartialState()
-    main = state.is_main_process
-    start = time.time()
-    if main:
-        out, resuming = prepare_output_dir(out_dir, overwrite)
-        if resuming and (out / "config.yaml").exists():
-            old = yaml.safe_load((out / "config.yaml").read_text()) or {}
-            old.pop("T", None)
-            if old != _comparable(cfg):
-                raise SafealignError("holds an unfinished RAFT run with another config; pass --overwrite to restart",
-                                     file=str(out), field="out")
-        write_config(out, cfg)
-        write_meta(out, method="raft", base_model=cfg.model, finished=False, template=cfg.template)
-    state.wait_for_everyone()
-    out = Path(out_dir)
-    if cfg.independent_judge.lower() == cfg.ranker.lower() and main:
-        log(f"[yellow]warning:[/] the independent judge is the ranker ({cfg.ranker}); kept_safe_rate will only "
-            "echo the ranker. Use another judge to see whether its picks are really safe.")
+    if not overwrite:
+        _refuse_longer_training(Path(out_dir), cfg)
+    out, _ = start_run(out_dir, overwrite, method="raft", base_model=cfg.model, config=cfg,
+                       fingerprint=prompts_fingerprint(harmful, benign), meta={"template": cfg.template})
+    dist = distributed_state()
+    if dist.is_main_process:
+        io.repair_jsonl(out / LOG)  # a line cut by a kill goes before the next one is appended
+        if cfg.independent_judge.lower() == cfg.ranker.lower():
+            log(f"[yellow]warning:[/] the independent judge is the ranker ({cfg.ranker}); kept_safe_rate will only "
+                "echo the ranker. Use another judge to see whether its picks are really safe.")
+    dist.wait_for_everyone()
+    logged = {row["iteration"]: row for row in io.read_jsonl(out / LOG, missing_ok=True)}
+    return RaftRun(cfg, out, harmful, benign, dist, time.time(), cfg.model, logged)
 
-    log_path = out / "raft_log.jsonl"
-    done = {json.loads(line)["iteration"] for line in log_path.read_text().splitlines() if line.strip()} \
-        if log_path.exists() else set()
-    judges: dict[str, Any] = {}  # loaded on first use, kept across iterations
 
-    def judge(spec: str) -> Any:
-        if spec not in judges:
-            judges[spec] = get_judge(spec)
-        return judges[spec]
+def prompts_fingerprint(harmful: list[str], benign: list[str]) -> str:
+    """The prompt pools' hash: a resumed run must draw its iterations' prompts from the same pools."""
+    return records_fingerprint([EvalPrompt(id=f"{kind}-{i}", prompt=p, benchmark=kind,
+                                           expected="refuse" if kind == "harmful" else "comply")
+                                for kind, pool in (("harmful", harmful), ("benign", benign))
+                                for i, p in enumerate(pool)])
 
-    current = cfg.model
-    for t in range(1, cfg.T + 1):
-        it = out / "iterations" / f"iter_{t}"
-        model_dir = it / "model"
-        if t in done:
-            current = str(model_dir)
-            continue
-        t0 = time.time()
-        if main:
-            it.mkdir(parents=True, exist_ok=True)
-            log(f"raft: iteration {t}/{cfg.T} from {current}")
-            # 1-2. prompts and K samples each (generate_to_file resumes a cut generation)
-            if not (it / "samples.jsonl").exists():
-                records = iteration_prompts(harmful, benign, t, cfg)
-                params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   seed=cfg.seed + t, num_samples=cfg.K, batch_size=cfg.gen_batch_size,
-                                   template=cfg.template)
-                engine = HFEngine(current)
-                gens = generate_to_file(engine, records, params, it / "generations.jsonl", desc=f"sampling (iter {t})")
-                del engine
-                # 3-4. rank, judge independently, keep the best per prompt
-                rows = score_samples(gens, judge(cfg.ranker), judge(cfg.independent_judge), cfg.judge_batch_size,
-                                     cfg.rank)
-                _write_jsonl(it / "samples.jsonl", rows)
-            rows = _read_jsonl(it / "samples.jsonl")
-            kept = [r for r in rows if r["kept"]]
-            if not kept:
-                raise SafealignError(f"iteration {t}: no sample to keep (every one is empty, or with rank: expected "
-                                     "none does what its prompt calls for); nothing to fine-tune on", file=str(it),
-                                     field="rank" if cfg.rank == "expected" else "max_new_tokens")
-            _write_jsonl(it / "kept.jsonl", [{k: r[k] for k in ("prompt_id", "sample", "harmful", "prompt", "response",
-                                                                "score", "safe", "refusal")} for r in kept])
-            stats = iteration_stats(t, rows, cfg)
-            _write_json(it / "stats.json", stats)
-            log(f"raft: iter {t}: mean score {stats['mean_score']:.3f}, mean best {stats['mean_best_score']:.3f}, "
-                f"kept safe {stats['kept_safe_rate']:.0%} vs all samples {stats['sample_safe_rate']:.0%} "
-                f"({cfg.independent_judge})")
-            if stats["ranker_warning"]:
-                log(f"[yellow]warning:[/] iteration {t}: {stats['ranker_warning']}")
-        state.wait_for_everyone()
 
-        # 5. fine-tune the current model on the kept set (all processes; resumes an unfinished run)
-        kept = _read_jsonl(it / "kept.jsonl")
-        if not _finished(model_dir):
-            finetune(current, [Instruction(r["prompt"], "", r["response"]) for r in kept], model_dir,
-                     cfg.train, cfg.lora, cfg.template)
-        state.wait_for_everyone()
-        if main:
-            stats = json.loads((it / "stats.json").read_text())
-            line = {k: stats[k] for k in ("iteration", "mean_best_score", "mean_score", "kept_safe_rate",
-                                          "independent_judge", "ranker", "n_prompts", "k")}
-            line.update(seconds=round(time.time() - t0, 2), model_dir=str(model_dir),
-                        sample_safe_rate=stats["sample_safe_rate"], ranker_warning=stats["ranker_warning"])
-            with open(log_path, "a") as f:
-                f.write(json.dumps(line) + "\n")
-            log_event(out, event="iteration", **line)
-        current = str(model_dir)  # 6. continue from the new model
-        state.wait_for_everyone()
+def _refuse_longer_training(out: Path, cfg: Config) -> None:
+    """``start_run`` lets a resumed run train longer (``train.max_steps``, ``train.epochs``): right for one training
+    run, which continues from its checkpoint, wrong for RAFT, whose logged iterations trained with the recorded
+    values. Read-only, on every process, before ``start_run``."""
+    import yaml
 
-    # the final model is DIR itself
-    if main:
-        final = out / "iterations" / f"iter_{cfg.T}" / "model"
+    info, recorded = read_meta(out), out / "config.yaml"
+    if info is None or info.get("finished") or not recorded.exists():
+        return  # start_run decides
+    old = (yaml.safe_load(io.read_text(recorded, field="out")) or {}).get("train") or {}
+    changed = [f"train.{k}: {old.get(k, '(unset)')} -> {getattr(cfg.train, k)}" for k in ("max_steps", "epochs")
+               if old.get(k) != getattr(cfg.train, k)]
+    if changed:
+        raise SafealignError(f"holds an unfinished RAFT run with other settings ({'; '.join(changed)}): its finished "
+                             "iterations trained with the recorded ones; rerun with them to resume it, or pass "
+                             "--overwrite to start over", file=str(out), field=changed[0].split(":")[0])
+
+
+def run_iteration(state: RaftRun, t: int) -> dict[str, Any]:
+    """Iteration t, steps 1-6, into ``iterations/iter_<t>``; returns its ``raft_log.jsonl`` line.
+
+    Each step leaves its file, and a rerun skips the steps whose file is there: a logged iteration is skipped
+    whole; otherwise sampling resumes ``generations.jsonl``, ranking is skipped once ``samples.jsonl`` exists,
+    ``kept.jsonl`` and ``stats.json`` are rewritten from it, and fine-tuning is skipped once ``model/`` is
+    finished (an unfinished one resumes from its checkpoint)."""
+    from safealign.progress import log
+
+    it = state.iteration_dir(t)
+    if t in state.logged:
+        state.current = str(it / "model")
+        return state.logged[t]
+    t0 = time.time()
+    if state.main:
+        log(f"raft: iteration {t}/{state.cfg.T} from {state.current}")
+        rows = sample_and_rank(state, t)  # 1-4
+        keep(state, t, rows)
+    state.dist.wait_for_everyone()
+    train(state, t)  # 5
+    line = record(state, t, time.time() - t0)
+    state.current = str(it / "model")  # 6. continue from the new model
+    return line
+
+
+def sample_and_rank(state: RaftRun, t: int) -> list[dict[str, Any]]:
+    """Steps 1-4 (main process): B prompts, K samples each into ``generations.jsonl`` (``generate_to_file`` resumes
+    a cut generation), ranked and judged independently into ``samples.jsonl``; returns its rows."""
+    from safealign.generate import GenParams, HFEngine, generate_to_file
+
+    cfg, it = state.cfg, state.iteration_dir(t)
+    samples = it / "samples.jsonl"
+    if samples.exists():
+        return io.read_jsonl(samples)
+    it.mkdir(parents=True, exist_ok=True)
+    params = GenParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                       seed=cfg.seed + t, num_samples=cfg.K, batch_size=cfg.gen_batch_size, template=cfg.template)
+    engine = HFEngine(state.current)
+    records = iteration_prompts(state.harmful, state.benign, t, cfg)
+    gens = generate_to_file(engine, records, params, it / "generations.jsonl", desc=f"sampling (iter {t})")
+    del engine
+    rows = score_samples(gens, state.judge(cfg.ranker), state.judge(cfg.independent_judge), cfg.judge_batch_size,
+                         cfg.rank)
+    io.write_jsonl(samples, rows)
+    return rows
+
+
+def keep(state: RaftRun, t: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step 4's outputs (main process): the kept samples (``kept.jsonl``, the fine-tuning set) and the iteration's
+    statistics (``stats.json``), logged with a warning when the ranker's picks are less safe than all samples."""
+    from safealign.progress import log
+
+    cfg, it = state.cfg, state.iteration_dir(t)
+    kept = [row for row in rows if row["kept"]]
+    if not kept:
+        raise SafealignError(f"iteration {t}: no sample to keep (every one is empty, or with rank: expected none "
+                             "does what its prompt calls for); nothing to fine-tune on", file=str(it),
+                             field="rank" if cfg.rank == "expected" else "max_new_tokens")
+    io.write_jsonl(it / "kept.jsonl", [{k: row[k] for k in KEPT_FIELDS} for row in kept])
+    stats = iteration_stats(t, rows, cfg)
+    io.write_json(it / "stats.json", stats)
+    log(f"raft: iter {t}: mean score {stats['mean_score']:.3f}, mean best {stats['mean_best_score']:.3f}, kept safe "
+        f"{stats['kept_safe_rate']:.0%} vs all samples {stats['sample_safe_rate']:.0%} ({cfg.independent_judge})")
+    if stats["ranker_warning"]:
+        log(f"[yellow]warning:[/] iteration {t}: {stats['ranker_warning']}")
+    return stats
+
+
+def train(state: RaftRun, t: int) -> Path:
+    """Step 5 (every process): fine-tune the current model on ``kept.jsonl`` into ``model/`` (``recipes.sit``'s
+    SFT, loss on the response); skipped when that model is finished."""
+    from safealign.recipes.sit import finetune
+
+    cfg, model_dir = state.cfg, state.iteration_dir(t) / "model"
+    if not is_finished(model_dir):
+        kept = io.read_jsonl(state.iteration_dir(t) / "kept.jsonl")
+        finetune(state.current, [Instruction(row["prompt"], "", row["response"]) for row in kept], model_dir,
+                 cfg.train, cfg.lora, cfg.template)
+    state.dist.wait_for_everyone()
+    return model_dir
+
+
+def record(state: RaftRun, t: int, seconds: float) -> dict[str, Any]:
+    """The iteration's line: appended to ``raft_log.jsonl`` (which marks it finished) and to ``log.jsonl``."""
+    it = state.iteration_dir(t)
+    stats = json.loads(io.read_text(it / "stats.json"))
+    line = {k: stats[k] for k in ("iteration", "mean_best_score", "mean_score", "kept_safe_rate", "independent_judge",
+                                  "ranker", "n_prompts", "k")}
+    line.update(seconds=round(seconds, 2), model_dir=str(it / "model"), sample_safe_rate=stats["sample_safe_rate"],
+                ranker_warning=stats["ranker_warning"])
+    if state.main:
+        with open(state.out / LOG, "a", encoding="utf-8") as f:
+            io.append_jsonl(f, [line])
+        log_event(state.out, event="iteration", **line)
+    state.logged[t] = line
+    state.dist.wait_for_everyone()
+    return line
+
+
+def save(state: RaftRun) -> Path:
+    """The final model is DIR itself: the last iteration's weights copied in, a card, ``finished``.
+
+    Not ``finish_run``: that saves a TRL trainer's weights, and RAFT's last trainer already saved (and merged) them
+    into ``iterations/iter_<T>/model`` through it; what is left is the copy and the shared card/meta/log pieces."""
+    cfg, out = state.cfg, state.out
+    if state.main:
+        final = state.iteration_dir(cfg.T) / "model"
         for f in final.iterdir():
             if f.is_file() and f.name not in RUN_FILES:
                 shutil.copy2(f, out / f.name)
-        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        history = [state.logged[t] for t in sorted(state.logged)]
         write_card(out, "raft", cfg.model,
                    f"Reward-ranked fine-tuning: {cfg.T} iterations of {cfg.B} prompts x {cfg.K} samples, ranked by "
                    f"`{cfg.ranker}`; kept responses judged by `{cfg.independent_judge}`.",
                    {**{f"iter {h['iteration']}": f"mean best score {h['mean_best_score']:.3f}, kept safe "
                        f"{h['kept_safe_rate']:.0%}" for h in history}, "mix (harmful share)": cfg.mix,
                     "temperature / top-p": f"{cfg.temperature} / {cfg.top_p}"})
-        write_meta(out, finished=True, seconds=time.time() - start, iterations=cfg.T)
-    state.wait_for_everyone()
+        seconds = round(time.time() - state.started, 1)
+        log_event(out, event="finished", iterations=cfg.T, seconds=seconds)
+        write_meta(out, finished=True, seconds=seconds, iterations=cfg.T)
+    state.dist.wait_for_everyone()
     return out

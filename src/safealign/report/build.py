@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from safealign.errors import SafealignError
+from safealign.eval.responses import read_responses
+from safealign.records import JudgedResponse
 from safealign.report import plots
 
 HELPFUL_METRICS = [("rouge_l", "ROUGE-L"), ("bleu", "BLEU"), ("semantic_similarity", "semantic sim."),
@@ -84,7 +86,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         s = _json(d / "summary.json")
         if isinstance(s, dict):
             summaries[name] = s
-            responses[name] = _jsonl(d / "responses.jsonl")
+            responses[name] = read_responses(d, missing_ok=True)
     rm = _json(run_dir / "eval" / "rm" / "summary.json")
     raft_dir = run_dir / "train" / "raft"
     raft_log = _jsonl(raft_dir / "raft_log.jsonl") if "raft" in models_meta else []
@@ -442,19 +444,19 @@ def examples_section(run: dict, n: int) -> Section | None:
     if "base" not in resp or n <= 0 or len(resp) < 2:
         return None
     others = [m for m in resp if m != "base"]
-    by_model = {m: {r["id"]: r for r in rows if r.get("sample", 0) == 0} for m, rows in resp.items()}
-    common = [r for r in resp["base"] if r.get("sample", 0) == 0 and all(r["id"] in by_model[m] for m in others)]
-    harmful_fixed = [r for r in common if r.get("expected") == "refuse" and r.get("safe") is False
-                     and any(by_model[m][r["id"]].get("safe") for m in others)]
-    answered = [r for r in common if r.get("expected") == "comply" and r.get("benchmark") != "helpful"
-                and any(by_model[m][r["id"]].get("refusal") != r.get("refusal") for m in others)]
-    helpful = [r for r in common if r.get("benchmark") == "helpful"]
+    by_model = {m: {r.id: r for r in rows if r.sample == 0} for m, rows in resp.items()}
+    common = [r for r in resp["base"] if r.sample == 0 and all(r.id in by_model[m] for m in others)]
+    harmful_fixed = [r for r in common if r.expected == "refuse" and r.safe is False
+                     and any(by_model[m][r.id].safe for m in others)]
+    answered = [r for r in common if r.expected == "comply" and r.benchmark != "helpful"
+                and any(by_model[m][r.id].refusal != r.refusal for m in others)]
+    helpful = [r for r in common if r.benchmark == "helpful"]
     rest = list(common)
-    picked: list[dict] = []
+    picked: list[JudgedResponse] = []
     pools = [harmful_fixed, answered, helpful, rest]
     while len(picked) < n and any(pools):
         for pool in pools:
-            while pool and pool[0]["id"] in {p["id"] for p in picked}:
+            while pool and pool[0].id in {p.id for p in picked}:
                 pool.pop(0)
             if pool and len(picked) < n:
                 picked.append(pool.pop(0))
@@ -462,12 +464,12 @@ def examples_section(run: dict, n: int) -> Section | None:
     for r in picked:
         rows = []
         for m in ["base"] + others:
-            g = by_model[m][r["id"]]
-            verdict = ("safe" if g.get("safe") else "unsafe") + (", refusal" if g.get("refusal") else "")
-            text = (g.get("response") or "").strip() or "(empty response)"
+            g = by_model[m][r.id]
+            verdict = ("safe" if g.safe else "unsafe") + (", refusal" if g.refusal else "")
+            text = (g.response or "").strip() or "(empty response)"
             rows.append([m, verdict, text if len(text) <= 700 else text[:700] + " …"])
-        tables.append(Table(f"{r.get('benchmark')} · expected {r.get('expected')}: {r.get('prompt')}",
-                            ["model", "verdict", "response"], rows, "", f"example-{r['id']}"))
+        tables.append(Table(f"{r.benchmark} · expected {r.expected}: {r.prompt}",
+                            ["model", "verdict", "response"], rows, "", f"example-{r.id}"))
     return Section("Example responses", "examples", text=f"The same prompts answered by base and each method (verdicts "
                    f"by {_judge_of(run)}). These prompts contain harmful requests by design.", tables=tables)
 

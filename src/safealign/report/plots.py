@@ -20,12 +20,15 @@ def _pyplot():
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    import io as bytes_io
+
+    from safealign import io
+
+    buf = bytes_io.BytesIO()
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(buf, dpi=110, format="png")
     _pyplot().close(fig)
-    tmp.replace(path)
+    io.write_bytes(path, buf.getvalue())
     return path
 
 
