@@ -4,6 +4,9 @@
   ChatML chat template (the same format as SmolLM2's).
 - ``tiny_lm_dir``: a 2-layer Llama causal LM (hidden 64) saved as safetensors with that tokenizer.
 - ``tiny_cls_dir``: the same backbone with a 1-label sequence-classification head.
+- ``lively_lm_dir``: the tiny LM with large random weights, so that greedy answers are non-empty and differ between
+  prompts and steps (generation and server tests).
+- ``send_json(handler, obj)`` (``tests/http_helpers.py``): what the tests' small OpenAI-compatible servers answer with.
 - ``data_dir``: ``SAFEALIGN_DATA`` (../shared/data); tests that need it skip with a reason if it is absent.
 Slow tests (``@pytest.mark.slow``) use the embedded SmolLM2 for real.
 """
@@ -115,3 +118,21 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
     monkeypatch.setenv("SAFEALIGN_CACHE", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def lively_lm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("lively_lm")
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for w in model.parameters():
+            if w.dim() == 2:
+                w.normal_(0, 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from http_helpers import send_json  # tests/http_helpers.py
 from safealign.errors import SafealignError
 from safealign.generate import GenParams, HFEngine, OpenAIEngine, generate_to_file, read_generations
 from safealign.records import EvalPrompt
@@ -63,18 +64,12 @@ def _one_by_one(engine, texts, max_new, eos):
 
 
 @pytest.fixture(scope="module")
-def lively_engine(tiny_lm_dir):
-    """The tiny LM with large random weights, so that greedy answers differ between prompts and steps."""
-    import torch
+def lively_engine(lively_lm_dir):
+    """The tiny LM with large random weights (conftest), so that greedy answers differ between prompts and steps."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for w in model.parameters():
-            if w.dim() == 2:
-                w.normal_(0, 0.5)
+    tok = AutoTokenizer.from_pretrained(lively_lm_dir)
+    model = LlamaForCausalLM.from_pretrained(lively_lm_dir)
     return HFEngine(model_obj=model.eval(), tokenizer=tok, name="lively")
 
 
@@ -167,13 +162,8 @@ def test_openai_engine_against_a_local_server(engine, monkeypatch):
             params = GenParams(max_new_tokens=body["max_tokens"], temperature=body["temperature"] or 0.0,
                                num_samples=body.get("n", 1), seed=body.get("seed", 0))
             outs = engine.generate([body["messages"][0]["content"]], params)[0]
-            data = json.dumps({"choices": [{"index": i, "message": {"role": "assistant", "content": o}}
-                                           for i, o in enumerate(outs)]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, {"choices": [{"index": i, "message": {"role": "assistant", "content": o}}
+                                           for i, o in enumerate(outs)]})
 
         def log_message(self, *a):
             pass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from http_helpers import send_json  # tests/http_helpers.py
 from safealign.errors import SafealignError
 from safealign.eval.compare import compare, pair_up
 from safealign.eval.responses import read_responses
@@ -34,12 +35,7 @@ class JudgeServer:
                 outer.requests += 1
                 answers = dict(ANSWER.findall(body["messages"][-1]["content"]))
                 letter = "A" if outer.mode == "first" or len(answers["A"]) >= len(answers["B"]) else "B"
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": f"{letter}."}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, {"choices": [{"message": {"role": "assistant", "content": f"{letter}."}}]})
 
             def log_message(self, *a):
                 pass

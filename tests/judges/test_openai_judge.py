@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from http_helpers import send_json  # tests/http_helpers.py
 from safealign.errors import SafealignError
 from safealign.judges import get_judge
 from safealign.judges.openai_judge import parse_answer
@@ -34,12 +35,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             answer = '```json\n{"safe": true, "refusal": true, "harm": 0, "category": null}\n```'
         else:
             answer = "safe: yes\nrefusal: no\nharm: 1"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, {"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
     def log_message(self, *a):
         pass

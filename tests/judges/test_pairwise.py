@@ -1,12 +1,12 @@
 """The pairwise judge registry (``judges/pairwise.py``): names, errors, and the URL an ``openai:`` judge uses.
 Judging itself is tested through ``safealign compare`` in ``tests/eval/test_compare.py``."""
 
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from http_helpers import send_json  # tests/http_helpers.py
 from safealign.errors import SafealignError
 from safealign.judges.pairwise import HFPairJudge, OpenAIPairJudge, build_prompt, get_pairwise_judge
 
@@ -18,12 +18,7 @@ def letter_server():
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             self.rfile.read(int(self.headers["Content-Length"]))
-            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": "B"}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, {"choices": [{"message": {"role": "assistant", "content": "B"}}]})
 
         def log_message(self, *a):
             pass

@@ -1,7 +1,7 @@
 """Fixtures for the server tests: real servers on 127.0.0.1 (ephemeral ports), real tiny models.
 
-- ``lively_lm_dir``: the tiny LM of ``tiny_lm_dir`` with large random weights, saved as a model dir, so that its
-  greedy answers are non-empty and differ between prompts.
+- ``lively_lm_dir`` (tests/conftest.py): the tiny LM with large random weights, so that its greedy answers are
+  non-empty and differ between prompts.
 - ``lively_backend``: a ``LocalBackend`` on it (fp32), shared by the module's servers.
 - ``start``: ``start(app)`` serves a FastAPI app from a thread and returns its base URL (stopped after the test).
 - ``fixed_server``: a small real OpenAI-compatible server (``http.server``) that answers with fixed texts, chosen
@@ -13,29 +13,11 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from http_helpers import send_json  # tests/http_helpers.py
 
 DEFAULT_ANSWER = "The capital of France is Paris."
-
-
-@pytest.fixture(scope="session")
-def lively_lm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("lively_lm")
-    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for w in model.parameters():
-            if w.dim() == 2:
-                w.normal_(0, 0.5)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +53,7 @@ class FixedChat(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, body, status)
 
     def _authorized(self) -> bool:
         if self.key is None or self.headers.get("Authorization") == f"Bearer {self.key}":
