@@ -12,7 +12,9 @@ header says which path this machine took. Generated tokens are counted the same 
 each response, +1 for the end-of-sequence token when it stopped early). Each method runs in its own child
 process, so its peak RSS is its own. Then the default judge (``guard``) reads every method's answers:
 "same answer" and "same verdict" compare each method with ``engine-fp32``, answer by answer (a verdict is
-(safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with >= 97% of verdicts unchanged.
+(safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with >= 97% of verdicts unchanged. Last, per method,
+the aggregate view: its safe % minus engine-fp32's, paired over the same prompts, with a 95% interval and McNemar's
+p (``safealign.stats``) — whether a precision changes the number a report prints, beyond its noise.
 """
 
 from __future__ import annotations
@@ -130,6 +132,18 @@ def main() -> None:
         safe = sum(s for s, _ in verdicts[m]) / len(ref["responses"]) if verdicts else float("nan")
         print(f"{m:<14} {r['tokens']:>7} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.1f} {r['tokens_per_s'] / naive:>7.1f}x "
               f"{r['peak_rss_mb']:>12.0f} {same:>11.0%} {agree:>12.0%} {safe:>6.0%}")
+    if verdicts:
+        from safealign.stats import mcnemar_p, paired_delta
+
+        for m in methods:
+            if m == "engine-fp32":
+                continue
+            pairs = [(a[0], b[0]) for a, b in zip(verdicts["engine-fp32"], verdicts[m])]
+            a_only, b_only = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
+            d, ci = paired_delta(a_only, b_only, len(pairs))
+            print(f"safe % {m} - engine-fp32: {100 * d:+.1f} points [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] "
+                  f"(paired, n={len(pairs)}; {a_only} safe only in fp32, {b_only} only in {m}; McNemar p "
+                  f"{mcnemar_p(a_only, b_only):.2f})")
     diverge = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), None)
                for x, y in zip(ref["responses"], results.get("engine-bf16", ref)["responses"])]
     first = sorted(d for d in diverge if d is not None)
