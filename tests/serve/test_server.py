@@ -198,3 +198,21 @@ def test_every_bad_request_gets_its_openai_error_and_the_server_keeps_serving(li
     assert status == 413 and body["error"]["code"] == "request_too_large"
     still_serving()
     assert health(url)["status"] == "ok"
+
+
+def test_a_loopback_server_answers_only_requests_addressed_to_a_loopback_name(lively_backend, start):
+    """DNS rebinding: a web page's own name resolving to 127.0.0.1 must not reach the model (Host is checked)."""
+    from safealign.serve.app import LOOPBACK_NAMES, request_host
+
+    url = start(create_app(lively_backend, served_id=MODEL, allowed_hosts=LOOPBACK_NAMES))
+    good = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}).encode()
+    status, body = raw_post(url, good, {"Host": "attacker.example:8000"})
+    assert status == 403 and body["error"]["code"] == "host_not_allowed" and "attacker.example" in body["error"]["message"]
+    port = urllib.parse.urlsplit(url).port
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        status, body = raw_post(url, good, {"Host": host})
+        assert status == 200 and body["choices"][0]["message"]["content"] is not None, (host, body)
+    assert client(url, "unused").chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                                         max_tokens=4).choices  # the openai client sends 127.0.0.1
+    assert [request_host(h) for h in ("LocalHost:80", "[::1]", "example.org", "::1")] == \
+        ["localhost", "::1", "example.org", "::1"]

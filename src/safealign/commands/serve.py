@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
                         "default: no key")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0 = any free port; the one taken is printed)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name requests may use besides the loopback ones (repeatable). On a loopback --host, "
+                        "requests addressed by any other name get a 403 (a guard against DNS rebinding from web "
+                        "pages); on another --host, only the names given here are checked, if any")
     p.add_argument("--max-batch", type=int, default=32, help="requests generated (and judged) together at most")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="how long a request waits for others to join its batch")
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.upstream and args.precision != "auto":
         raise SafealignError("--precision is for a local model, not --upstream", field="precision")
 
-    from safealign.serve.app import bind, create_app, serve_forever
+    from safealign.serve.app import LOOPBACK_NAMES, bind, create_app, serve_forever
     from safealign.serve.guard import Guard
 
     window = args.batch_window_ms / 1000
@@ -118,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
 
         with status(f"loading the guard judge ({guard.judge.name})"):
             guard.warm_up()
+    extra = {h.strip().lower() for h in args.allowed_host if h.strip()}
+    allowed = (LOOPBACK_NAMES | extra) if _loopback(args.host) else ((extra | {args.host.lower()}) if extra else None)
     app = create_app(backend, served_id=served, guard=guard, api_key=api_key, refusal=args.refusal,
-                     max_request_bytes=args.max_request_bytes, max_new_tokens=args.max_new_tokens)
+                     max_request_bytes=args.max_request_bytes, max_new_tokens=args.max_new_tokens,
+                     allowed_hosts=allowed)
     try:
         sock = bind(args.host, args.port)
     except OSError as e:

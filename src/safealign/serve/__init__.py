@@ -57,7 +57,8 @@ unknown model 404, a body over ``--max-request-bytes`` (1 MB; counted before par
 keeps serving after every one.
 
 Security: binds 127.0.0.1 unless ``--host`` says otherwise (and warns when it listens beyond this machine without a
-key); keys come only from environment variables named by flags and are never printed or logged; the access log
+key); on a loopback address it answers only requests addressed to it as ``localhost``, ``127.0.0.1`` or ``::1`` (the
+``Host`` header; ``--allowed-host`` adds names), so that a web page cannot reach it through DNS rebinding (403); keys come only from environment variables named by flags and are never printed or logged; the access log
 has method, path and status, never bodies, keys or the page's question (it travels in the URL fragment, which
 browsers do not send); models load with ``trust_remote_code=False``.
 """

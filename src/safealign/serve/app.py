@@ -69,9 +69,23 @@ def pieces(text: str) -> list[str]:
     return [p for p in re.findall(r"\S*\s*", text) if p] or [""]
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def request_host(header: str) -> str:
+    """The host name of a ``Host`` header, without its port and brackets, lower-case (``[::1]:8000`` → ``::1``)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 def create_app(backend: Any, *, served_id: str, guard: Guard | None = None, api_key: str | None = None,
                refusal: str = DEFAULT_REFUSAL, max_request_bytes: int = 1_000_000,
-               max_new_tokens: int = 256) -> FastAPI:
+               max_new_tokens: int = 256, allowed_hosts: frozenset[str] | set[str] | None = None) -> FastAPI:
+    """``allowed_hosts``: the ``Host`` names requests may carry (``None``: any). A server on this machine only
+    answers requests addressed to it by a loopback name, so that a web page the user visits cannot reach it
+    through DNS rebinding (a name of the attacker's that resolves to 127.0.0.1); others get a 403."""
     batchers = [b for b in (getattr(backend, "batcher", None), guard.batcher if guard else None) if b is not None]
 
     @asynccontextmanager
@@ -83,6 +97,18 @@ def create_app(backend: Any, *, served_id: str, guard: Guard | None = None, api_
     app = FastAPI(title="safealign serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     created = int(time.time())
     guard_mode = guard.mode if guard else "off"
+
+    if allowed_hosts is not None:
+        allowed = frozenset(h.lower() for h in allowed_hosts)
+
+        @app.middleware("http")
+        async def check_host(request: Request, call_next):  # noqa: ANN001, ANN202
+            host = request_host(request.headers.get("host", ""))
+            if host not in allowed:
+                return error_response(403, f"requests to this server must address it as one of {sorted(allowed)} "
+                                           f"(the Host header says {host!r}; --allowed-host adds a name)",
+                                      code="host_not_allowed", type="permission_error")
+            return await call_next(request)
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, e: RequestError) -> JSONResponse:
