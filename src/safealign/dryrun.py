@@ -18,7 +18,7 @@ from safealign.errors import SafealignError
 
 def eval_description(model: str, cfg: Any) -> dict[str, str]:
     """An ``eval/<model>`` stage: its benchmarks and prompt counts, generation settings and judge."""
-    from safealign.recipes.common import _big
+    from safealign.recipes.common import human_count
 
     parts, total, known = [], 0, True
     for name in registry.expand_benchmarks(cfg.benchmarks):
@@ -40,7 +40,7 @@ def eval_description(model: str, cfg: Any) -> dict[str, str]:
     return {"model": model, "data": ", ".join(parts),
             "settings": f"<= {g.max_new_tokens} new tokens, {sampling}, batch {g.batch_size}, precision {g.precision}; "
                         f"judge {cfg.judge}{scorer}",
-            "work": f"{total:,} prompts{'' if known else ' and more'}, <= {_big(total * g.max_new_tokens)} new "
+            "work": f"{total:,} prompts{'' if known else ' and more'}, <= {human_count(total * g.max_new_tokens)} new "
                     f"tokens, {total:,} verdicts"}
 
 

@@ -349,6 +349,37 @@ def recorded_quantization(path: str) -> str:
     return json.loads(meta.read_text()).get("quantize") or "none"
 
 
+def _load(auto_class: Any, spec: str | None, tok: Any, dtype: Any, merge_adapter: bool, quantize: str | None,
+          device: str | None, **extra: Any):
+    """What ``load_causal_lm`` and ``load_sequence_classifier`` share: the weights of ``spec`` (an adapter dir onto
+    its base: merged in full precision, kept unmerged on a quantized base) as ``auto_class``, in eval mode."""
+    import torch
+
+    path = resolve_model(spec)
+    base = adapter_base(path)
+    quantize = quantize if quantize is not None else (recorded_quantization(path) if base else "none")
+    kw: dict[str, Any] = dict(dtype=dtype or torch.float32, use_safetensors=True, **_common_kwargs(), **extra)
+    if quantize != "none":
+        device = device or inference_device()
+        kw.update(quantization_config=quantization_config(quantize, device), dtype=quantized_dtype(device),
+                  device_map={"": device})
+    try:
+        if base is None:
+            model = auto_class.from_pretrained(path, **kw)
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(auto_class.from_pretrained(resolve_model(base), **kw), path)
+            if merge_adapter and quantize == "none":
+                model = model.merge_and_unload()
+    except OSError as e:
+        raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model
+
+
 def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = True, quantize: str | None = None,
                    device: str | None = None):
     """Load (model, tokenizer) for generation or training. LoRA adapter dirs are merged onto their base.
@@ -357,68 +388,20 @@ def load_causal_lm(spec: str | None, dtype: Any = None, merge_adapter: bool = Tr
     ``inference_device()``). An adapter dir trained on a quantized base (QLoRA with ``lora.merge: false``; its
     ``safealign.json`` says ``quantize``) loads that way by default, its adapter kept unmerged on top: the numbers
     it was trained with. ``quantize="none"`` loads it in full precision and merges it instead."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype or torch.float32
-    path = resolve_model(spec)
-    base = adapter_base(path)
     tok = load_tokenizer(spec)
-    quantize = quantize if quantize is not None else (recorded_quantization(path) if base else "none")
-    kw: dict[str, Any] = dict(dtype=dtype, use_safetensors=True, **_common_kwargs())
-    if quantize != "none":
-        device = device or inference_device()
-        kw.update(quantization_config=quantization_config(quantize, device), dtype=quantized_dtype(device),
-                  device_map={"": device})
-    try:
-        if base is None:
-            model = AutoModelForCausalLM.from_pretrained(path, **kw)
-        else:
-            from peft import PeftModel
-
-            model = AutoModelForCausalLM.from_pretrained(resolve_model(base), **kw)
-            model = PeftModel.from_pretrained(model, path)
-            if merge_adapter and quantize == "none":
-                model = model.merge_and_unload()
-    except OSError as e:
-        raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
-    model.eval()
-    return model, tok
+    return _load(AutoModelForCausalLM, spec, tok, dtype, merge_adapter, quantize, device), tok
 
 
 def load_sequence_classifier(spec: str | None, num_labels: int = 1, dtype: Any = None, quantize: str | None = None,
                              device: str | None = None):
     """Load (model, tokenizer) with a sequence-classification head (reward models, classifier judges).
     ``quantize`` as in ``load_causal_lm`` (an adapter dir trained quantized loads quantized, unmerged)."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    path = resolve_model(spec)
-    base = adapter_base(path)
     tok = load_tokenizer(spec, padding_side="right")
-    quantize = quantize if quantize is not None else (recorded_quantization(path) if base else "none")
-    kw: dict[str, Any] = dict(dtype=dtype or torch.float32, use_safetensors=True, **_common_kwargs())
-    if quantize != "none":
-        device = device or inference_device()
-        kw.update(quantization_config=quantization_config(quantize, device), dtype=quantized_dtype(device),
-                  device_map={"": device})
-    try:
-        if base is None:
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kw)
-        else:
-            from peft import PeftModel
-
-            model = AutoModelForSequenceClassification.from_pretrained(resolve_model(base), num_labels=num_labels, **kw)
-            model = PeftModel.from_pretrained(model, path)
-            if quantize == "none":
-                model = model.merge_and_unload()
-    except OSError as e:
-        raise SafealignError(f"cannot load model: {str(e).splitlines()[0]}", file=spec, field="model") from None
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
-    model.eval()
+    model = _load(AutoModelForSequenceClassification, spec, tok, dtype, True, quantize, device, num_labels=num_labels)
     return model, tok
 
 

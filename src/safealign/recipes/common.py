@@ -417,7 +417,9 @@ def trainable_in_fp32_unless_bf16(trainer: Any) -> None:
     slow bf16 on a CPU without bf16 units. Without bf16 autocast the trainable parameters go back to fp32."""
     import torch
 
-    if trainer.args.bf16 or not any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in trainer.model.modules()):
+    from safealign.models import is_quantized
+
+    if trainer.args.bf16 or not is_quantized(trainer.model):
         return
     for p in trainer.model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
@@ -547,11 +549,11 @@ def training_work(train: TrainConfig, parts: list[tuple[int | None, float | None
     bound = any(c is None for _, c in parts)
     tokens = sum(n * sequences * (train.max_length if c is None else min(train.max_length, c / CHARS_PER_TOKEN))
                  for n, c in parts) * passes
-    return (f"{examples:,} {unit}, {steps:,} optimizer steps, {'<=' if bound else '~'} {_big(tokens)} tokens "
+    return (f"{examples:,} {unit}, {steps:,} optimizer steps, {'<=' if bound else '~'} {human_count(tokens)} tokens "
             f"({'max_length a sequence where its length is not known here' if bound else f'~{CHARS_PER_TOKEN:g} chars a token'})")
 
 
-def _big(n: float) -> str:
+def human_count(n: float) -> str:
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= div:
             return f"{n / div:.1f}{unit}"

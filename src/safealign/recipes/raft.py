@@ -122,7 +122,7 @@ def load_prompts(name: str) -> list[str]:
 
 def describe(cfg: Config) -> dict[str, str]:
     """This stage as ``safealign run --dry-run`` shows it, with nothing loaded but the data files that are here."""
-    from safealign.recipes.common import CHARS_PER_TOKEN, _big, data_part, lora_train_summary, training_work
+    from safealign.recipes.common import CHARS_PER_TOKEN, human_count, data_part, lora_train_summary, training_work
 
     n_harm = round(cfg.B * cfg.mix)
     sources = []
@@ -141,7 +141,7 @@ def describe(cfg: Config) -> dict[str, str]:
                          f"{cfg.temperature:g}, top-p {cfg.top_p:g}, <= {cfg.max_new_tokens} new tokens); ranker "
                          f"{cfg.ranker or '(none)'}, rank by {cfg.rank}; independent judge {cfg.independent_judge}; "
                          f"fine-tune: " + lora_train_summary(cfg.lora, cfg.train)),
-            "work": (f"{samples:,} samples (<= {_big(samples * cfg.max_new_tokens)} new tokens), {samples:,} ranked "
+            "work": (f"{samples:,} samples (<= {human_count(samples * cfg.max_new_tokens)} new tokens), {samples:,} ranked "
                      f"and judged; per iteration <= " + training_work(cfg.train, kept))}
 
 
