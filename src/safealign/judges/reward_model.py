@@ -102,8 +102,6 @@ class RewardModelJudge:
 
     def __init__(self, model: str, threshold: float = 0.0, batch_size: int = 16, max_length: int | None = None,
                  template: str | None = None, model_obj: Any = None, tokenizer: Any = None):
-        import torch
-
         from safealign import models
 
         self.threshold = threshold

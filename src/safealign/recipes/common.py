@@ -388,20 +388,28 @@ def training_device() -> str:
     return str(distributed_state().device)
 
 
-def load_policy(spec: str, lora: LoraConfig | None = None, gradient_checkpointing: bool = False):
+def load_policy(spec: str, lora: LoraConfig | None = None, gradient_checkpointing: bool = False,
+                num_labels: int | None = None):
     """(model, tokenizer) to train: fp32 weights (a LoRA dir is merged onto its base), train mode, right padding.
+    ``num_labels``: a sequence classifier with a new score head of that many outputs (a reward model) instead of
+    the causal LM.
 
     With ``lora.quantize`` (QLoRA) the weights are loaded quantized onto the training device instead and made
     ready for k-bit training by PEFT (norms in fp32, input gradients on); the adapter is added by the trainer."""
-    from safealign.models import load_causal_lm
+    from safealign.models import load_causal_lm, load_sequence_classifier
+
+    def load(**kw):
+        if num_labels is None:
+            return load_causal_lm(spec, **kw)
+        return load_sequence_classifier(spec, num_labels=num_labels, **kw)
 
     quantize = lora.quantize if lora is not None else "none"
     if quantize == "none":
-        model, tok = load_causal_lm(spec, quantize="none")
+        model, tok = load(quantize="none")
     else:
         from peft import prepare_model_for_kbit_training
 
-        model, tok = load_causal_lm(spec, quantize=quantize, device=training_device())
+        model, tok = load(quantize=quantize, device=training_device())
         if hasattr(model, "merge_and_unload"):  # an adapter dir trained quantized: continue from its merged weights
             raise SafealignError("a QLoRA run cannot start from an unmerged adapter dir; train that model with "
                                  "lora.merge: true, or start from its base", file=spec, field="model")

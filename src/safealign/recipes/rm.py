@@ -24,8 +24,8 @@ from typing import Any
 from safealign.config import option
 from safealign.errors import SafealignError
 from safealign.models import EMBEDDED_NAME
-from safealign.recipes.common import (LoraConfig, TrainConfig, is_main_process, jsonl_log_callback, log_event,
-                                      write_card, write_meta)
+from safealign.recipes.common import (LoraConfig, TrainConfig, is_main_process, jsonl_log_callback, load_policy,
+                                      log_event, write_card, write_meta)
 from safealign.records import Preference
 
 DEFAULT_EVAL = ["pku-safe-pairs:test", "hh-harmless"]
@@ -138,17 +138,8 @@ def run(cfg: Config, out_dir: str | Path, overwrite: bool = False) -> Path:
                   truncated=truncated, max_length=max_length)
 
     # 2. model: the backbone with a 1-output score head (new for a causal LM, trained in full under LoRA)
-    if cfg.lora.quantize == "none":
-        model, _ = models.load_sequence_classifier(cfg.model, num_labels=1)
-    else:  # QLoRA: the backbone quantized on the training device, made ready for k-bit training
-        from peft import prepare_model_for_kbit_training
-
-        from safealign.recipes.common import training_device
-
-        model, _ = models.load_sequence_classifier(cfg.model, num_labels=1, quantize=cfg.lora.quantize,
-                                                   device=training_device())
-        model = prepare_model_for_kbit_training(model, cfg.train.gradient_checkpointing)
-    model.train()
+    # (QLoRA: the backbone quantized on the training device, made ready for k-bit training)
+    model, _ = load_policy(cfg.model, cfg.lora, cfg.train.gradient_checkpointing, num_labels=1)
 
     # 3. train (TRL RewardTrainer; the data is already tokenized, so TRL neither re-tokenizes nor filters it)
     args = RewardConfig(output_dir=str(checkpoint_dir(out)), max_length=None,
