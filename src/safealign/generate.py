@@ -178,6 +178,7 @@ def continuous_decode(model: Any, prompt_ids: Sequence[list[int]], keys: Sequenc
     running: list[int] = []          # row index per batch position
     out: list[list[int]] = [[] for _ in prompt_ids]
     cache = mask = pos = last = None  # the running batch's KV cache, attention mask, next positions, last tokens
+    step_logits = None  # the running rows' next-token logits (set after each decoding step)
 
     def prefill(new: list[int]):
         width = max(len(prompt_ids[r]) for r in new)
