@@ -516,8 +516,8 @@ def provenance_section(run: dict) -> Section:
                             guard_rows,
                             "Measured when the judge was trained (its card.json), on responses whose prompts it never "
                             "trained on: GPTFuzz (human labels; Vicuna, ChatGPT, Llama-2), JailbreakBench (its LLM "
-                            "judge's labels; four models under five attacks), PKU-SafeRLHF (human labels; Alpaca-7B's "
-                            "plain answers), hand-written cases and SmolLM2 outputs "
+                            "judge's labels; four models under five attacks), PKU-SafeRLHF (a judge trained with "
+                            "--pku; human labels, Alpaca-7B's plain answers), hand-written cases and SmolLM2 outputs "
                             "(labelled by reading them). Refusal labels of the first two come from a rule and exist "
                             "only where it is sure. 95% intervals.", "judge-accuracy-table"))
     if acc_rows:
