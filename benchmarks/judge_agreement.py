@@ -40,14 +40,13 @@ def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False) -> dic
     from safealign.judges import embedded, guard
 
     sets: dict[str, list[dict]] = {}
-    for e in guard.build_dataset():
+    examples = guard.build_dataset()
+    if pku_train:
+        examples += guard.pku_examples(guard.SEED, None, guard.benchmark_prompts())
+    for e in examples:
         if e.split == "heldout":
             sets.setdefault(e.source, []).append({"prompt": e.prompt, "response": e.response, "harmful": e.harmful,
                                                   "refusal": e.refusal})
-    if pku_train:
-        sets["pku-saferlhf"] = [{"prompt": e.prompt, "response": e.response, "harmful": e.harmful, "refusal": e.refusal}
-                                for e in guard.pku_examples(guard.SEED, None, guard.benchmark_prompts())
-                                if e.split == "heldout"]
     if pku:
         pairs = embedded.heldout_pku_pairs()
         sets["pku-safe-pairs:test (PKU labels)"] = (

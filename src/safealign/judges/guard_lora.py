@@ -177,6 +177,8 @@ def tune(backbone, head, states: Sequence[Any], spans: Sequence[tuple[int, int]]
     [start, end). Returns the PEFT-wrapped backbone."""
     import torch
 
+    from safealign.models import native_bf16
+
     torch.manual_seed(seed)
     peft_model = add_lora(backbone, tune_from)
     top = top_of(peft_model.base_model.model, tune_from)
@@ -196,7 +198,7 @@ def tune(backbone, head, states: Sequence[Any], spans: Sequence[tuple[int, int]]
             mask[r, :len(states[i])] = 1
             span[r, spans[i][0]:spans[i][1]] = 1.0
         h, mask, span = h.to(device), mask.to(device), (span / span.sum(1, keepdim=True)).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_bf16_autocast()):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=native_bf16()):
             hs = top_hidden(top, h, mask, tuned_at)
         return head(torch.cat([frozen_x[idx, :n_frozen], pooled(hs, mask, span)], 1))
 
@@ -235,12 +237,6 @@ def tune(backbone, head, states: Sequence[Any], spans: Sequence[tuple[int, int]]
     top.eval()
     head.eval()
     return peft_model
-
-
-def _bf16_autocast() -> bool:
-    from safealign.models import native_bf16
-
-    return native_bf16()
 
 
 # ---------------------------------------------------------------- saving and loading
