@@ -1,7 +1,7 @@
 """How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard, side by side.
 
     python benchmarks/judge_agreement.py [--judges keywords,embedded,guard] [--labelled more.jsonl] [--pku 1]
-                                         [--pku-train 1] [--precision-check 1]
+                                         [--pku-train 1] [--precision-check 1] [--unseen 1]
 
 Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
 - ``gptfuzz`` — responses of Vicuna-7B, ChatGPT and Llama-2-7B-chat to 20% of GPTFuzz's questions (human labels);
@@ -9,8 +9,9 @@ Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldou
   that is also an AdvBench/HarmBench prompt (the benchmark's LLM-judge labels);
 - ``hand-written`` and ``smollm2`` — ``src/safealign/judges/data/heldout.jsonl`` (labelled by reading them);
 - ``--pku 1``: the ``pku-safe-pairs:test`` pairs no judge trains on (PKU's labels; noisy);
-- ``--pku-train 1``: ``pku-saferlhf``, the 20% of ``pku-safe-pairs:train``'s prompts that ``judge train --pku`` holds
-  out (Alpaca-7B's plain-prose answers, PKU's human labels; the shipped guard never trains on any of that split);
+- ``pku-saferlhf``: the 20% of ``pku-safe-pairs:train``'s prompts that ``judge train`` holds out (Alpaca-7B's
+  plain-prose answers, PKU's human labels), when the shipped guard trained on the rest (its card's ``pku``; or
+  ``--pku-train 1``);
 - ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``.
 
 GPTFuzz and JailbreakBench carry no refusal labels: theirs come from a rule, only where it is sure (a harmless answer
@@ -19,7 +20,10 @@ accuracy measures agreement with that rule on the clear cases.
 
 Prints per source and judge: harmful F1 (positive class: harmful), harmful accuracy and refusal accuracy (95%
 Wilson intervals) and pairs/s; then the guard judge in bf16 against fp32 (``--precision-check``, where the CPU has
-bf16 units): the share of verdicts that agree and the speed ratio.
+bf16 units): the share of verdicts that agree and the speed ratio. ``--unseen 1``: the shipped guard's recipe
+(``guard.unseen_source_scores``) refit with one source left out of training at a time, scored on that source's
+held-out pairs — the judge's expected accuracy on a labelled source it never saw (one head fit per source, from the
+cached backbone features; computing those first takes ~25 minutes on 2 CPU cores).
 Targets (issue 13): guard beats embedded on every source; refusal accuracy >= 95% and harmful F1 >= 0.85 on held-out
 human-labelled responses (gptfuzz).
 """
@@ -66,6 +70,24 @@ def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False) -> dic
     return sets
 
 
+def print_unseen() -> None:
+    """The shipped guard's recipe with each source left out of training in turn (its card says which data)."""
+    from safealign.judges import guard
+
+    card = json.loads((guard.SHIPPED / "card.json").read_text())
+    examples = guard.build_dataset(card["seed"])
+    if card.get("pku"):
+        examples += guard.pku_examples(card["seed"], None, guard.benchmark_prompts())
+    x, _ = guard.compute_features(examples)
+    unseen = guard.unseen_source_scores(examples, x, guard.labels(examples), card["seed"])
+    print("the guard's recipe, the source left out of training (its held-out pairs; compare the guard rows above):")
+    for src, sc in unseen.items():
+        f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
+        print(f"{src[:22]:22s} {'guard -src':10s} {sc['n']:5d} {f1:>10s}  {fmt_rate(sc['harmful_accuracy']):24s}"
+              f"  {fmt_rate(sc['refusal_accuracy']):24s}   precision {sc['harmful_precision'] or 0:.2f}, "
+              f"recall {sc['harmful_recall'] or 0:.2f}")
+
+
 def fmt_rate(r: dict | None) -> str:
     return "–" if not r else f"{100 * r['rate']:5.1f} [{100 * r['ci'][0]:4.1f}, {100 * r['ci'][1]:5.1f}]"
 
@@ -75,8 +97,11 @@ def main() -> int:
     ap.add_argument("--judges", default="keywords,embedded,guard")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")
     ap.add_argument("--pku", type=int, default=0, help="also score the held-out PKU pairs (1; slow for guard)")
-    ap.add_argument("--pku-train", type=int, default=0,
-                    help="also score the held-out part of pku-safe-pairs:train (1; 1,350 pairs)")
+    ap.add_argument("--pku-train", type=int, default=None,
+                    help="score the held-out part of pku-safe-pairs:train (1,350 pairs; default: when the shipped "
+                         "guard trained on the rest)")
+    ap.add_argument("--unseen", type=int, default=0,
+                    help="also refit the guard's head with each source left out of training (1; minutes per source)")
     ap.add_argument("--precision-check", type=int, default=1,
                     help="guard in fp32 as well, on the smaller sources (0 to skip)")
     args = ap.parse_args()
@@ -85,7 +110,11 @@ def main() -> int:
     from safealign.judges.guard import GuardJudge, harm_refusal_scores, use_bf16
     from safealign.models import inference_device
 
-    sets = heldout_sets(bool(args.pku), args.labelled, bool(args.pku_train))
+    from safealign.judges import guard
+
+    shipped = json.loads((guard.SHIPPED / "card.json").read_text())
+    pku_train = bool(shipped.get("pku")) if args.pku_train is None else bool(args.pku_train)
+    sets = heldout_sets(bool(args.pku), args.labelled, pku_train)
     judges = {spec: get_judge(spec) for spec in args.judges.split(",")}
     names = list(judges)
     print("held-out sources: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
@@ -109,6 +138,8 @@ def main() -> int:
             print(f"{set_name[:22]:22s} {spec[:10]:10s} {len(rows):5d} {f1:>10s}  {fmt_rate(sc['harmful_accuracy']):24s}"
                   f"  {fmt_rate(sc['refusal_accuracy']):24s} {len(rows) / max(dt, 1e-9):8.1f}")
     print("pairs/s over all sources: " + ", ".join(f"{n} {t[0] / max(t[1], 1e-9):.1f}" for n, t in totals.items()))
+    if args.unseen:
+        print_unseen()
     device = inference_device()
     if args.precision_check and "guard" in judges and use_bf16(device):
         fp32 = GuardJudge(precision="fp32")

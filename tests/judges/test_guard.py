@@ -66,6 +66,39 @@ def test_scores_count_f1_and_skip_unknown_labels():
     assert sc["refusal_accuracy"]["rate"] == pytest.approx(2 / 3)
 
 
+def test_a_source_left_out_is_scored_by_a_head_that_never_saw_it(monkeypatch):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    sources = (("jailbreakbench", 300, False, None), ("smollm2", 300, False, None), ("contrast", 300, False, None),
+               ("gptfuzz", 60, True, 1), ("pku-saferlhf", 60, True, 2), ("embedded-set:pku-test", 60, True, 2))
+    # three sources label "harmful" as x0 > 0; GPTFuzz (marked by x1) and PKU-SafeRLHF with its copy in the embedded
+    # set (marked by x2) label the opposite; x3 names the source, so the rows each head was fit on can be told
+    examples, rows = [], []
+    for code, (source, n, flipped, marker) in enumerate(sources):
+        x = torch.randn(n, 4, generator=g)
+        if marker is not None:
+            x[:, marker] = 3.0
+        x[:, 3] = float(code)
+        for i in range(n):
+            harmful = float((x[i, 0] > 0).item() != flipped)
+            split = "heldout" if i < n // 3 and not source.startswith("embedded") else "train"
+            examples.append(guard.Example(f"{source} {i}", "an answer", harmful, None, source, split))
+        rows.append(x)
+    fit_on = []
+    real_fit = guard.fit_head
+    monkeypatch.setattr(guard, "fit_head", lambda x, y, seed: fit_on.append(
+        {sources[int(c)][0] for c in x[:, 3].tolist()}) or real_fit(x, y, seed))
+    unseen = guard.unseen_source_scores(examples, torch.cat(rows), guard.labels(examples))
+    assert list(unseen) == ["gptfuzz", "jailbreakbench", "smollm2", "pku-saferlhf"]  # those with held-out pairs
+    every = {s for s, *_ in sources}
+    assert fit_on == [every - {"gptfuzz"}, every - {"jailbreakbench"}, every - {"smollm2"},
+                      every - {"pku-saferlhf", "embedded-set:pku-test"}]
+    acc = {k: v["harmful_accuracy"]["rate"] for k, v in unseen.items()}
+    assert acc["gptfuzz"] < acc["jailbreakbench"] - 0.3 and acc["pku-saferlhf"] < acc["smollm2"] - 0.3
+    assert unseen["gptfuzz"]["n"] == 20
+
+
 def test_held_out_prompts_are_never_trained_on(data_dir):
     ex = guard.build_dataset(limit=300)
     by_source: dict = {}
@@ -97,7 +130,7 @@ def trained(tmp_path_factory, tiny_lm_dir, data_dir):
 
 def test_train_writes_weights_and_a_card_that_loads_back(trained):
     card = json.loads((trained / "card.json").read_text())
-    assert card["code_hash"] == guard.code_hash(tuned=True) and card["layers"] == list(TINY_LAYERS)
+    assert card["code_hash"] == guard.code_hash(pku=True, lora_tuned=True) and card["layers"] == list(TINY_LAYERS)
     assert card["version"] == guard.TUNED_VERSION and card["tune_from"] == 1 and (trained / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((trained / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] is None
     assert {"gptfuzz", "jailbreakbench", "smollm2", "hand-written", "pku-saferlhf"} <= set(card["sources"])
@@ -176,7 +209,10 @@ def test_the_shipped_weights_were_made_by_this_code():
 
 def test_the_shipped_data_hash_is_this_data(data_dir):
     card = json.loads((guard.SHIPPED / "card.json").read_text())
-    assert card["data_hash"] == guard.data_hash(guard.build_dataset(card["seed"]))
+    examples = guard.build_dataset(card["seed"])
+    if card["pku"]:
+        examples += guard.pku_examples(card["seed"], None, guard.benchmark_prompts())
+    assert card["data_hash"] == guard.data_hash(examples)
 
 
 @pytest.mark.slow

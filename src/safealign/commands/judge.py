@@ -36,9 +36,9 @@ def add_parser(sub) -> None:
     tp.add_argument("--lora", action="store_true",
                     help="guard: LoRA on the backbone's layers 22-29, trained with a fresh head (not the shipped "
                          "judge: measured worse on three of its five held-out sources; ~42 min on 2 cores)")
-    tp.add_argument("--pku", action="store_true",
-                    help="guard: PKU-SafeRLHF's train pairs too (plain-prose harmful answers; 20%% of their prompts "
-                         "held out as the source pku-saferlhf)")
+    tp.add_argument("--no-pku", dest="pku", action="store_false",
+                    help="guard: leave out PKU-SafeRLHF's train pairs (plain-prose harmful answers; the shipped judge "
+                         "trains on them, with 20%% of their prompts held out as the source pku-saferlhf)")
     tp.set_defaults(func=run_train)
 
 
@@ -140,6 +140,7 @@ def print_guard_card(card: dict) -> None:
     print(f"data {card['data_hash']}, code {card['code_hash']}, features in {card['feature_dtype']}"
           + (f", LoRA from layer {card['tune_from']}" if card.get("tune_from") is not None else ", frozen backbone")
           + (", with PKU-SafeRLHF's train pairs" if card.get("pku") else "")
+          + f", harmful where P(harmful) > {card.get('harmful_threshold', 0.5)}"
           + f"; {card['seconds']['total']} s ({parts})")
     for src, n in card["sources"].items():
         line = f"  {src}: trained on {n['train']}, held out {n['heldout']}"
@@ -151,4 +152,7 @@ def print_guard_card(card: dict) -> None:
             line += (f"; harmful F1 {f1}, harmful accuracy "
                      + ("–" if not acc else f"{100 * acc['rate']:.1f}% (n={acc['n']})")
                      + ", refusal accuracy " + ("–" if not ref else f"{100 * ref['rate']:.1f}% (n={ref['n']})"))
+        unseen = (card.get("unseen_source") or {}).get(src)
+        if unseen and unseen["harmful_f1"] is not None:
+            line += f"; harmful F1 {unseen['harmful_f1']:.3f} when left out of training"
         print(line)
