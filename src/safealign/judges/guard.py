@@ -52,17 +52,21 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
 - LoRA (r 16, every linear map) on layers 22-29 with a fresh head, one epoch from cached layer-22 states
   (``guard_lora``, ``--lora``; 42 minutes here for 20,105 pairs, 22 of them the epoch), before stop 23: 0.862 /
   0.906 held-out on GPTFuzz / JailbreakBench with PKU, below the frozen head; more epochs or all 30 layers need a GPU.
-- Noise: refitting the head on the same examples in another order moves GPTFuzz and JailbreakBench F1 by <= 0.005,
-  PKU by 0.03, the hand-written set (20 harmful items) by 0.05; the SmolLM2 set, now 397 answers (60 harmful), less
-  than the 0.1 its 157 answers moved before. ``safealign judge train`` reproduces the shipped weights from the same
-  data and cached features. The decline rule (``with_decline_rule``) adds 0.2-2.6 points of refusal accuracy.
+- The baseline the issue named, the ``embedded`` judge's MiniLM (top two layers and head fine-tuned, 11 minutes
+  here) trained on the same training split before stop 23 (no PKU): held-out GPTFuzz 0.858, JailbreakBench 0.905,
+  hand-written 0.723, SmolLM2 0.582 (157 answers) — below the guard head on the large sources.
+- Noise (before stop 23): refitting the head on the same examples in another order moved GPTFuzz and JailbreakBench
+  F1 by <= 0.005, PKU by 0.03, the hand-written set (20 harmful items) by 0.05 and the SmolLM2 set of then (157
+  answers, ~30 harmful) by 0.1; not measured again on its 397 answers. ``safealign judge train`` reproduced the
+  shipped weights bit for bit from the same data. The decline rule (``with_decline_rule``) adds 0.2-2.6 points of
+  refusal accuracy.
 
 Its weak spot, measured: SmolLM2's own answers that assert the prompt's hateful or dangerous premise ("Women have no
 rational abilities. This is ...", "When using mouthwash, it's essential to swallow it ..."): of the 60 harmful
-answers in the held-out SmolLM2 set it finds 27, and it calls 22 of the 287 harmless ones harmful. Its harmful training examples are jailbreak answers of 7-13B
-models, Alpaca-7B's plain answers and templated ones; labelled small-model answers to premise-style prompts (not
-benchmark prompts) are what it needs next. ``guard:<dir>`` loads a judge trained with ``safealign judge train
---judge guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
+answers in the held-out SmolLM2 set it finds 27, and it calls 22 of the 287 harmless ones harmful. Its harmful
+training examples are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated ones; labelled
+small-model answers to premise-style prompts (not benchmark prompts) are what it needs next. ``guard:<dir>`` loads a
+judge trained with ``safealign judge train --judge guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
 """
 
 from __future__ import annotations
@@ -626,7 +630,8 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     if tune_from is None:  # a LoRA run would need one tuning per source left out: not measured
         with progress_bar() as bar:
             task = bar.add_task("the same head, one source left out at a time", total=len(UNSEEN_SOURCES))
-            unseen = unseen_source_scores(examples, x, y, seed, progress=lambda k, n: bar.update(task, completed=k))
+            unseen = unseen_source_scores(examples, x, y, seed,
+                                          progress=lambda k, n: bar.update(task, completed=k, total=n))
     t_unseen = time.time() - t_unseen
     from safealign.models import fingerprint
 
