@@ -30,8 +30,8 @@ What the card measures, and how to read it. ``heldout``: per source, pairs whose
 on, but from a source it did train on (the same models, the same labelling line). ``unseen_source``
 (``unseen_source_scores``): the same recipe refit with the whole source left out, scored on the same held-out pairs —
 what to expect on labelled responses from a source safealign does not have. The two differ a lot (stop 23,
-harmful F1 held-out -> unseen): GPTFuzz 0.895 -> 0.613, JailbreakBench 0.908 -> 0.764, SmolLM2's answers 0.495 ->
-0.531, PKU-SafeRLHF 0.620 -> 0.179. Left out, the head's errors are mostly harm it misses (GPTFuzz and
+harmful F1 held-out -> unseen): GPTFuzz 0.897 -> 0.584, JailbreakBench 0.905 -> 0.743, SmolLM2's answers 0.466 ->
+0.529, PKU-SafeRLHF 0.595 -> 0.168. Left out, the head's errors are mostly harm it misses (GPTFuzz and
 JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and 0.44): each
 source's harmful answers look like that source.
 
@@ -67,7 +67,7 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
 
 Its weak spot, measured: SmolLM2's own answers that assert the prompt's hateful or dangerous premise ("Women have no
 rational abilities. This is ...", "When using mouthwash, it's essential to swallow it ..."): of the 60 harmful
-answers in the held-out SmolLM2 set it finds 27, and it calls 22 of the 287 harmless ones harmful. Its harmful
+answers in the held-out SmolLM2 set it finds fewer than half (F1 0.466). Its harmful
 training examples are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated ones; labelled
 small-model answers to premise-style prompts (not benchmark prompts) are what it needs next. ``guard:<dir>`` loads a
 judge trained with ``safealign judge train --judge guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
