@@ -166,6 +166,13 @@ def test_train_keeps_a_trained_judge_and_features_are_computed_once(trained, tin
     x3, _ = guard.compute_features(more, str(tiny_lm_dir), TINY_LAYERS, chunk=2)
     assert len(list((cache_dir / "judges").glob("guard-features-*/*.safetensors"))) == 4
     assert (x3[:4] - x1[:4]).abs().max() < 1e-2
+    other = [guard.Example("Hi", f"Hello {i}!", 0.0, 0.0, "u") for i in range(2)]  # chunks stop where a source does
+    x4, _ = guard.compute_features(more + other, str(tiny_lm_dir), TINY_LAYERS, chunk=2)
+    assert len(list((cache_dir / "judges").glob("guard-features-*/*.safetensors"))) == 5
+    grown = more + [guard.Example("Hi", "Hello again!", 0.0, 0.0, "t")] + other  # rows added to source t ...
+    x5, _ = guard.compute_features(grown, str(tiny_lm_dir), TINY_LAYERS, chunk=2)
+    assert len(list((cache_dir / "judges").glob("guard-features-*/*.safetensors"))) == 6  # ... recompute t's last
+    assert (x5[-2:] - x4[-2:]).abs().max() < 1e-2 and guard._chunks(grown, 2) == [(0, 2), (2, 4), (4, 6), (6, 7), (7, 9)]
 
 
 def test_a_frozen_judge_trains_the_head_alone_and_loads_without_an_adapter(tiny_lm_dir, data_dir, cache_dir, tmp_path):

@@ -496,9 +496,22 @@ def _chunk_name(examples: Sequence[Example]) -> str:
     return h.hexdigest()[:24] + ".safetensors"
 
 
+def _chunks(examples: Sequence[Example], chunk: int) -> list[tuple[int, int]]:
+    """(start, end) of each cached chunk: at most ``chunk`` consecutive examples of one source and split, so rows
+    added to one source recompute that source's chunks only."""
+    out, start = [], 0
+    for i in range(1, len(examples) + 1):
+        if i == len(examples) or i - start == chunk or \
+                (examples[i].source, examples[i].split) != (examples[start].source, examples[start].split):
+            out.append((start, i))
+            start = i
+    return out
+
+
 def compute_features(examples: Sequence[Example], spec: str | None = None, layers: Sequence[int] = LAYERS,
                      chunk: int = 512):
-    """Features of every example, computed in chunks that are cached on disk (a killed run resumes)."""
+    """Features of every example, computed in chunks (``_chunks``) that are cached on disk (a killed run
+    resumes)."""
     import torch
     from safetensors.torch import load_file, save
 
@@ -512,8 +525,8 @@ def compute_features(examples: Sequence[Example], spec: str | None = None, layer
     with progress_bar() as bar:
         task = bar.add_task(f"guard features ({len(examples)} pairs, {'bf16' if dtype == torch.bfloat16 else 'fp32'})",
                             total=len(examples))
-        for c in range(0, len(examples), chunk):
-            sub = examples[c:c + chunk]
+        for c, end in _chunks(examples, chunk):
+            sub = examples[c:end]
             f = cache / _chunk_name(sub)
             if f.exists():
                 parts.append(load_file(str(f))["x"])
@@ -522,7 +535,7 @@ def compute_features(examples: Sequence[Example], spec: str | None = None, layer
                              progress=lambda k, n, c=c: bar.update(task, completed=c + k), layers=layers)
                 write_bytes(f, save({"x": x.to(torch.float16)}))  # atomic: a killed run leaves no half chunk
                 parts.append(x.to(torch.float16))
-            bar.update(task, completed=min(c + chunk, len(examples)))
+            bar.update(task, completed=end)
     return torch.cat(parts).float(), dtype
 
 
