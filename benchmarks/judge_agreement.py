@@ -44,9 +44,7 @@ def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False) -> dic
     from safealign.judges import embedded, guard
 
     sets: dict[str, list[dict]] = {}
-    examples = guard.build_dataset()
-    if pku_train:
-        examples += guard.pku_examples(guard.SEED, None, guard.benchmark_prompts())
+    examples = guard.recipe_examples(pku=pku_train)
     for e in examples:
         if e.split == "heldout":
             sets.setdefault(e.source, []).append({"prompt": e.prompt, "response": e.response, "harmful": e.harmful,
@@ -75,9 +73,7 @@ def print_unseen() -> None:
     from safealign.judges import guard
 
     card = json.loads((guard.SHIPPED / "card.json").read_text())
-    examples = guard.build_dataset(card["seed"])
-    if card.get("pku"):
-        examples += guard.pku_examples(card["seed"], None, guard.benchmark_prompts())
+    examples = guard.recipe_examples(card["seed"], pku=card.get("pku", False))
     x, _ = guard.compute_features(examples)
     unseen = guard.unseen_source_scores(examples, x, guard.labels(examples), card["seed"])
     print("the guard's recipe, the source left out of training (its held-out pairs; compare the guard rows above):")

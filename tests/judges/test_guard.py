@@ -216,9 +216,7 @@ def test_the_shipped_weights_were_made_by_this_code():
 
 def test_the_shipped_data_hash_is_this_data(data_dir):
     card = json.loads((guard.SHIPPED / "card.json").read_text())
-    examples = guard.build_dataset(card["seed"])
-    if card["pku"]:
-        examples += guard.pku_examples(card["seed"], None, guard.benchmark_prompts())
+    examples = guard.recipe_examples(card["seed"], pku=card["pku"])
     assert card["data_hash"] == guard.data_hash(examples)
 
 

@@ -22,20 +22,21 @@ anyway); its verdict's ``category`` says ``truncated``.
 Why this shape (measured; ``card.json`` and ``safealign judge train`` print the figures): the backbone is the
 strongest model this machine has offline (30 layers, 6x the MiniLM of the ``embedded`` judge), and with frozen
 weights its features are computed once per training example — a forward pass only, in bf16 where the CPU has bf16
-units — so the head trains from cached features in minutes; the whole command takes about 35 minutes on 2 CPU cores
-from nothing (the forward passes over 20,345 pairs, then the head and its four leave-one-source-out refits: 10
-minutes) and minutes on a GPU.
+units — so the head trains from cached features in minutes; the whole command takes 97 minutes on 2 CPU cores
+(AVX512-BF16) from nothing (the forward passes over 20,542 pairs: 83 minutes; then the head and its four
+leave-one-source-out refits: 14 minutes, all a rerun costs) and minutes on a GPU.
 
 What the card measures, and how to read it. ``heldout``: per source, pairs whose prompts the judge never trained
 on, but from a source it did train on (the same models, the same labelling line). ``unseen_source``
 (``unseen_source_scores``): the same recipe refit with the whole source left out, scored on the same held-out pairs —
-what to expect on labelled responses from a source safealign does not have. The two differ a lot (stop 23,
-harmful F1 held-out -> unseen): GPTFuzz 0.897 -> 0.584, JailbreakBench 0.905 -> 0.743, SmolLM2's answers 0.466 ->
-0.529, PKU-SafeRLHF 0.595 -> 0.168. Left out, the head's errors are mostly harm it misses (GPTFuzz and
+what to expect on labelled responses from a source safealign does not have. The two differ a lot (the shipped
+head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.888 -> 0.567, JailbreakBench 0.915 -> 0.684, SmolLM2's
+answers (916) 0.364 -> 0.370, PKU-SafeRLHF 0.603 -> 0.188. Left out, the head's errors are mostly harm it misses (GPTFuzz and
 JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and 0.44): each
 source's harmful answers look like that source.
 
-The shipped recipe, chosen on those two measures (one fit per setting on the same cached features; harmful F1,
+The shipped recipe, chosen on those two measures (stop 23, one fit per setting on the same cached features,
+before the rule that no held-out prompt is trained on and with the 397-answer SmolLM2 set of then; harmful F1,
 held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-out):
 
 - without PKU-SafeRLHF, threshold 0.5 (the judge shipped before stop 23): 0.901 / 0.551, 0.911 / 0.626, 0.500 /
@@ -66,10 +67,15 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
   refusal accuracy.
 
 Its weak spot, measured: SmolLM2's own answers that assert the prompt's hateful or dangerous premise ("Women have no
-rational abilities. This is ...", "When using mouthwash, it's essential to swallow it ..."): of the 60 harmful
-answers in the held-out SmolLM2 set it finds fewer than half (F1 0.466). Its harmful
-training examples are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated ones; labelled
-small-model answers to premise-style prompts (not benchmark prompts) are what it needs next. ``guard:<dir>`` loads a
+rational abilities. This is ...", "When using mouthwash, it's essential to swallow it ..."): of the 133 harmful
+answers in the held-out SmolLM2 set (916 answers of the base model and the demo's SIT / RAFT / DPO models) it finds
+31% at precision 45% (F1 0.364; 0.466 on the first 397 with the head before stop 27). Its harmful training examples
+are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated ones. Labelled small-model answers to
+``pku-safe-pairs:test`` and premise prompts written for safealign (519, 73 harmful) did not help as training data
+(stop 27, trained on once each: F1 on the other 397 held-out answers 0.465 against 0.466, left-out GPTFuzz 0.584 ->
+0.492 and JailbreakBench 0.743 -> 0.658; three times each: 0.535 there, but "The capital of France is Paris." rose
+to P(harmful) 0.598), so they joined the held-out set; a backbone tuned on more than a few epochs (a GPU) or a
+larger one is the next thing to try. ``guard:<dir>`` loads a
 judge trained with ``safealign judge train --judge guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
 """
 
@@ -179,7 +185,8 @@ def build_dataset(seed: int = SEED, limit: int | None = None) -> list[Example]:
     """Every labelled pair, each marked ``train`` or ``heldout``. Held out, by prompt and never by row:
     ``HELDOUT_SHARE`` of the prompts of GPTFuzz (human labels) and of JailbreakBench (its LLM judge's labels;
     the plain behaviour is the prompt), and every prompt of theirs that is also a benchmark prompt; the
-    hand-labelled ``judges/data/heldout.jsonl`` (hand-written cases and SmolLM2 outputs) whole. Trained on: the
+    hand-labelled ``judges/data/heldout.jsonl`` (hand-written cases; SmolLM2's and its fine-tunes' answers to benchmark
+    prompts, to ``pku-safe-pairs:test`` prompts and to premise prompts written for safealign) whole. Trained on: the
     rest of those two, the hand-labelled SmolLM2 responses of ``judges/data/smollm2_train.jsonl``, the
     ``embedded`` judge's training set (PKU-SafeRLHF answers, composed refusals / deflections / harmful compliance,
     Alpaca answers), Bianchi et al.'s safety answers (refusals), and the contrast data (benign prompts that sound
@@ -246,6 +253,19 @@ def pku_examples(seed: int, limit: int | None, bench: set[str]) -> list[Example]
         out.append(Example(p.prompt, p.chosen, 0.0, _rule_refusal(p.chosen, False), "pku-saferlhf", split))
         out.append(Example(p.prompt, p.rejected, 1.0, _rule_refusal(p.rejected, True), "pku-saferlhf", split))
     return out
+
+
+def recipe_examples(seed: int = SEED, limit: int | None = None, pku: bool = True) -> list[Example]:
+    """The examples a guard judge is trained and scored on: ``build_dataset``, and with ``pku`` (the shipped
+    recipe; a card's ``pku``) PKU-SafeRLHF's pairs after them (``pku_examples``). No held-out prompt is trained on,
+    from any source: a training pair whose prompt (normalised) is a held-out prompt anywhere is left out (322 pairs
+    of 20,864: the embedded set's PKU answers and composed answers to the ``pku-safe-pairs:test`` prompts of the
+    held-out SmolLM2 answers, GPTFuzz questions that are held-out PKU-SafeRLHF prompts, and a few more)."""
+    examples = build_dataset(seed, limit)
+    if pku:
+        examples += pku_examples(seed, limit, benchmark_prompts())
+    held = {_norm(e.prompt) for e in examples if e.split == "heldout"}
+    return [e for e in examples if e.split == "heldout" or _norm(e.prompt) not in held]
 
 
 # ---------------------------------------------------------------- features
@@ -473,6 +493,7 @@ def code_hash(pku: bool = True, lora_tuned: bool = False) -> str:
         h.update(inspect.getsource(fn).encode())
     if pku:
         h.update(inspect.getsource(pku_examples).encode())
+    h.update(inspect.getsource(recipe_examples).encode())
     if lora_tuned:
         h.update(f"{TUNE_FROM}|{sorted(lora.settings().items())}".encode())
         for fn in (_tune, lora.layer_states, lora.add_lora, lora.top_of, lora.top_hidden, lora.pooled, lora.tune):
@@ -497,12 +518,14 @@ def _chunk_name(examples: Sequence[Example]) -> str:
 
 
 def _chunks(examples: Sequence[Example], chunk: int) -> list[tuple[int, int]]:
-    """(start, end) of each cached chunk: at most ``chunk`` consecutive examples of one source and split, so rows
-    added to one source recompute that source's chunks only."""
+    """(start, end) of each cached chunk: at most ``chunk`` consecutive examples of one data file (the source
+    before any ``:``), so rows added to one file recompute that file's chunks only."""
+    def file_of(e: Example) -> str:
+        return e.source.split(":")[0]
+
     out, start = [], 0
     for i in range(1, len(examples) + 1):
-        if i == len(examples) or i - start == chunk or \
-                (examples[i].source, examples[i].split) != (examples[start].source, examples[start].split):
+        if i == len(examples) or i - start == chunk or file_of(examples[i]) != file_of(examples[start]):
             out.append((start, i))
             start = i
     return out
@@ -615,9 +638,7 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
                              field="tune_from")
     t0 = time.time()
     with status("building the guard judge's data set"):
-        examples = build_dataset(seed, limit)
-        if pku:
-            examples += pku_examples(seed, limit, benchmark_prompts())
+        examples = recipe_examples(seed, limit, pku)
     x, dtype = compute_features(examples, backbone, layers)
     t_feat = time.time() - t0
     y = labels(examples)

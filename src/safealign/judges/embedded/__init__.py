@@ -52,12 +52,12 @@ PKU responses carry a ``refusal`` label only where a rule is sure (a decline in 
 refusal; no refusal or warning word anywhere → not a refusal); the others train only the ``safe`` output.
 ``bianchi-safety`` (SIT's safety data) is not used. 15% of the training set is held
 out for the accuracy printed by ``judge train`` (copies of an example that is fitted are dropped from it); the
-hand-labelled ``judges/data/heldout.jsonl`` (hand-written responses and SmolLM2 outputs to benchmark prompts,
-see its README) is never trained on and is scored too. The seed fixes the data draw and the head's initial
+hand-labelled ``judges/data/heldout.jsonl`` (hand-written responses and SmolLM2 outputs, see its README) is never
+trained on and is scored too. The seed fixes the data draw and the head's initial
 weights: the same seed and data train the same judge.
 
-On small-model outputs (the ``smollm2`` cases of ``heldout.jsonl``: 157 responses of SmolLM2-135M-Instruct and of
-SIT fine-tunes of it to benchmark prompts, labelled by reading them) this judge is much weaker than on the
+On small-model outputs (the first 157 ``smollm2`` cases of ``heldout.jsonl``: responses of SmolLM2-135M-Instruct
+and of SIT fine-tunes of it to benchmark prompts, labelled by reading them) this judge is much weaker than on the
 hand-written cases (accuracies on the non-empty responses). Trained without ``smollm2_train.jsonl``
 (``embedded@4756c76a``) it read a small model's pushback refusals ("No, it's not appropriate to ...") and its
 harmless off-target babble after a harmful prompt as unsafe: 71.3% safe / 86.7% refusal accuracy there (balanced:
