@@ -31,9 +31,9 @@ on, but from a source it did train on (the same models, the same labelling line)
 (``unseen_source_scores``): the same recipe refit with the whole source left out, scored on the same held-out pairs —
 what to expect on labelled responses from a source safealign does not have. The two differ a lot (the shipped
 head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.888 -> 0.567, JailbreakBench 0.915 -> 0.684, SmolLM2's
-answers (916) 0.364 -> 0.370, PKU-SafeRLHF 0.603 -> 0.188. Left out, the head's errors are mostly harm it misses (GPTFuzz and
-JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and 0.44): each
-source's harmful answers look like that source.
+answers (916) 0.364 -> 0.370, PKU-SafeRLHF 0.603 -> 0.188. Left out, the head's errors are mostly harm it misses
+(GPTFuzz and JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and
+0.44): each source's harmful answers look like that source.
 
 The shipped recipe, chosen on those two measures (stop 23, one fit per setting on the same cached features,
 before the rule that no held-out prompt is trained on and with the 397-answer SmolLM2 set of then; harmful F1,
@@ -75,8 +75,8 @@ are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated o
 (stop 27, trained on once each: F1 on the other 397 held-out answers 0.465 against 0.466, left-out GPTFuzz 0.584 ->
 0.492 and JailbreakBench 0.743 -> 0.658; three times each: 0.535 there, but "The capital of France is Paris." rose
 to P(harmful) 0.598), so they joined the held-out set; a backbone tuned on more than a few epochs (a GPU) or a
-larger one is the next thing to try. ``guard:<dir>`` loads a
-judge trained with ``safealign judge train --judge guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
+larger one is the next thing to try. ``guard:<dir>`` loads a judge trained with ``safealign judge train --judge
+guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
 """
 
 from __future__ import annotations
