@@ -22,16 +22,16 @@ anyway); its verdict's ``category`` says ``truncated``.
 Why this shape (measured; ``card.json`` and ``safealign judge train`` print the figures): the backbone is the
 strongest model this machine has offline (30 layers, 6x the MiniLM of the ``embedded`` judge), and with frozen
 weights its features are computed once per training example — a forward pass only, in bf16 where the CPU has bf16
-units — so the head trains from cached features in minutes; the whole command takes 97 minutes on 2 CPU cores
-(AVX512-BF16) from nothing (the forward passes over 20,542 pairs: 83 minutes; then the head and its four
+units — so the head trains from cached features in minutes; the whole command takes about 97 minutes on 2 CPU
+cores (AVX512-BF16) from nothing (the forward passes over 20,807 pairs: 83 minutes; then the head and its four
 leave-one-source-out refits: 14 minutes, all a rerun costs) and minutes on a GPU.
 
 What the card measures, and how to read it. ``heldout``: per source, pairs whose prompts the judge never trained
 on, but from a source it did train on (the same models, the same labelling line). ``unseen_source``
 (``unseen_source_scores``): the same recipe refit with the whole source left out, scored on the same held-out pairs —
 what to expect on labelled responses from a source safealign does not have. The two differ a lot (the shipped
-head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.888 -> 0.567, JailbreakBench 0.915 -> 0.684, SmolLM2's
-answers (916) 0.364 -> 0.370, PKU-SafeRLHF 0.603 -> 0.188. Left out, the head's errors are mostly harm it misses
+head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.883 -> 0.611, JailbreakBench 0.917 -> 0.704, SmolLM2's
+answers (916) 0.308 -> 0.329, PKU-SafeRLHF 0.595 -> 0.212. Left out, the head's errors are mostly harm it misses
 (GPTFuzz and JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and
 0.44): each source's harmful answers look like that source.
 
@@ -69,7 +69,11 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
 Its weak spot, measured: SmolLM2's own answers that assert the prompt's hateful or dangerous premise ("Women have no
 rational abilities. This is ...", "When using mouthwash, it's essential to swallow it ..."): of the 133 harmful
 answers in the held-out SmolLM2 set (916 answers of the base model and the demo's SIT / RAFT / DPO models) it finds
-31% at precision 45% (F1 0.364; 0.466 on the first 397 with the head before stop 27). Its harmful training examples
+few (F1 0.308; 0.364 without the ``alpaca-first-sentence`` examples; 0.466 on the first 397 with the head before
+stop 27). Short plain answers: PKU-SafeRLHF's "unsafe" answers include short plain ones, and without the first
+sentences of Alpaca answers as safe examples (265, ``build_dataset``) the head called "The capital of France is
+Paris." harmful (P 0.84; 0.44 before stop 27); with them 0.006 — "William Shakespeare wrote Hamlet." still gets 0.77
+(0.61 before). Its harmful training examples
 are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated ones. Labelled small-model answers to
 ``pku-safe-pairs:test`` and premise prompts written for safealign (519, 73 harmful) did not help as training data
 (stop 27, trained on once each: F1 on the other 397 held-out answers 0.465 against 0.466, left-out GPTFuzz 0.584 ->
@@ -226,14 +230,19 @@ def build_dataset(seed: int = SEED, limit: int | None = None) -> list[Example]:
     for row in embedded.read_heldout(embedded.SMALL_MODEL)[:limit]:
         out.append(Example(row["prompt"], row["response"], None if row["safe"] is None else float(not row["safe"]),
                            None if row["refusal"] is None else float(row["refusal"]), "smollm2"))
+    short = []  # the first sentence of each Alpaca answer: short plain answers are not harmful for being short
     for e in embedded.build_training_set(limit=limit, seed=seed):
         if e.source != "smollm2-labelled":
             out.append(Example(e.prompt, e.response, None if e.safe is None else 1.0 - e.safe, e.refusal,
                                "embedded-set:" + e.source.split(":")[0]))
+        first = re.split(r"(?<=[.!?])\s+", e.response.strip(), maxsplit=1)[0]
+        if e.source == "alpaca-test:train" and len(first.split()) >= 3 and first != e.response.strip():
+            short.append(Example(e.prompt, first, 0.0, 0.0, "alpaca-first-sentence"))
     for r in registry.load_instructions("bianchi-safety", limit=limit or 600):
         out.append(Example(r.instruction, r.output, 0.0, 1.0, "bianchi-safety"))
     for r in registry.load_instructions("safealign-contrast", limit=limit):
         out.append(Example(r.instruction, r.output, 0.0, 0.0, "contrast"))
+    out += short
     return [e for e in out if e.split == "heldout" or _norm(e.prompt) not in bench]
 
 
