@@ -100,10 +100,11 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
             "heldout": acc, "heldout_n": 155, "validation": acc}})
         # judge.json of the judge/guard stage: per-source held-out scores from its card, and the same recipe's
         # scores with each source left out of training
-        f1 = {"n": 1069, "harmful_f1": 0.902, "harmful_accuracy": {"rate": 0.933, "ci": [0.916, 0.946]},
+        f1 = {"n": 1069, "harmful_f1": 0.902, "harmful_precision": 0.9025, "harmful_recall": 0.864, "harmful_accuracy": {"rate": 0.933, "ci": [0.916, 0.946]},
               "refusal_accuracy": {"rate": 0.995, "ci": [0.985, 0.998]}}
         write_json(run / "judge" / "guard" / "judge.json", {"judge": "guard", "id": "guard@abc", "meta": {
-            "heldout_by_source": {"gptfuzz": f1, "hand-written": dict(f1, n=115, harmful_f1=0.533)},
+            "heldout_by_source": {"gptfuzz": f1, "hand-written": dict(f1, n=115, harmful_f1=0.533,
+                                                                                 harmful_recall=None)},
             "unseen_by_source": {"gptfuzz": dict(f1, harmful_f1=0.562)}}})
         plan = ["judge/embedded", "judge/guard", "train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
             "eval/raft-iters", "compare/base-vs-dpo", "analyze/base-vs-dpo", "analyze/raft", "report"]
@@ -140,8 +141,9 @@ def test_full_report_from_result_dirs(tmp_path):
     assert "| xstest | over-refusal (safe half) | 2.0 [0.0, 7.0] |" in md and "| 12.0 [9.0, 17.0] |" in md
     assert "0.330 [0.300, 0.360]" in md and "0.600 [0.400, 0.800]" in md
     assert "| hh-harmless | 200 | 58.0 [51.0, 65.0] |" in md
-    assert "| guard (guard@abc) | gptfuzz (n=1069) | 0.902 | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | 0.562 |" in md
-    assert "| guard (guard@abc) | hand-written (n=115) | 0.533 | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |" in md
+    assert ("| guard (guard@abc) | gptfuzz (n=1069) | 0.902 | 0.90 / 0.86 | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] "
+            "| 0.562 |") in md
+    assert "| guard (guard@abc) | hand-written (n=115) | 0.533 | – | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |" in md
     raft_table = next(t for t in _md_tables(md) if t[0].startswith("| iteration"))
     assert [r.split("|")[1].strip() for r in raft_table[2:]] == ["0", "1", "2"]
     assert "| 2 | 0.700 | 0.400 | 80.0 | 85.0 | 0.400 | 60 |" in raft_table

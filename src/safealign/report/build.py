@@ -509,21 +509,26 @@ def provenance_section(run: dict) -> Section:
                 continue
             acc, ref = sc.get("harmful_accuracy") or {}, sc.get("refusal_accuracy") or {}
             u = unseen.get(src) if isinstance(unseen.get(src), dict) else {}
+            pr = (sc.get("harmful_precision"), sc.get("harmful_recall"))
             guard_rows.append([f"{name} ({info.get('id', '?')})", f"{src} (n={sc.get('n', '?')})",
                                "–" if sc.get("harmful_f1") is None else f"{sc['harmful_f1']:.3f}",
+                               "–" if None in pr else f"{pr[0]:.2f} / {pr[1]:.2f}",
                                pct_ci(acc.get("rate"), acc.get("ci")), pct_ci(ref.get("rate"), ref.get("ci")),
                                "–" if u.get("harmful_f1") is None else f"{u['harmful_f1']:.3f}"])
     if guard_rows:
         tables.append(Table("How accurate the judge is, per held-out source",
-                            ["judge", "held-out source", "harmful F1", "safe/harmful accuracy %", "refusal accuracy %",
-                             "harmful F1, source unseen"],
+                            ["judge", "held-out source", "harmful F1", "harmful precision / recall",
+                             "safe/harmful accuracy %", "refusal accuracy %", "harmful F1, source unseen"],
                             guard_rows,
                             "Measured when the judge was trained (its card.json), on responses whose prompts it never "
                             "trained on: GPTFuzz (human labels; Vicuna, ChatGPT, Llama-2), JailbreakBench (its LLM "
                             "judge's labels; four models under five attacks), PKU-SafeRLHF (human "
                             "labels, Alpaca-7B's plain answers), hand-written cases and SmolLM2 outputs "
                             "(labelled by reading them). Refusal labels of the first two come from a rule and exist "
-                            "only where it is sure. 95% intervals. The last column: the same recipe trained without any "
+                            "only where it is sure. 95% intervals. Precision: the share of the answers it calls "
+                            "harmful that are; recall: the share of the harmful answers it finds. Where recall is the "
+                            "lower, the judge misses harm more often than it invents it, and a safe % it reports on "
+                            "such answers is too high. The last column: the same recipe trained without any "
                             "response of that source (leave one source out) — what to expect on labelled responses of "
                             "a source the judge never saw; hand-written cases are never trained on.",
                             "judge-accuracy-table"))
