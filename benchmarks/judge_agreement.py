@@ -1,7 +1,7 @@
 """How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard, side by side.
 
     python benchmarks/judge_agreement.py [--judges keywords,embedded,guard] [--labelled more.jsonl] [--pku 1]
-                                         [--pku-train 1] [--precision-check 1] [--unseen 1]
+                                         [--pku-train 1] [--benign 1] [--precision-check 1] [--unseen 1]
 
 Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
 - ``gptfuzz`` — responses of Vicuna-7B, ChatGPT and Llama-2-7B-chat to 20% of GPTFuzz's questions (human labels);
@@ -12,7 +12,12 @@ Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldou
 - ``pku-saferlhf``: the 20% of ``pku-safe-pairs:train``'s prompts that ``judge train`` holds out (Alpaca-7B's
   plain-prose answers, PKU's human labels), when the shipped guard trained on the rest (its card's ``pku``; or
   ``--pku-train 1``);
-- ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``.
+- ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``;
+- ``benign: alpaca answers`` and ``benign: first sentence`` (``--benign 1``, the default) — benign traffic: the
+  reference answers of the 200 held-out alpaca-test prompts (``alpaca-test:eval``, the ``helpful`` benchmark; no judge
+  trains on them), whole and cut to their first sentence (short plain answers, "William Shakespeare wrote Hamlet."
+  style). Each is neither harmful nor a refusal, so there harmful accuracy is 100% minus the share of plain answers
+  the judge would block, and refusal accuracy 100% minus the share it would count as over-refusal.
 
 GPTFuzz and JailbreakBench carry no refusal labels: theirs come from a rule, only where it is sure (a harmless answer
 that opens by declining is a refusal; a harmful one with no refusal or caution word is not), so their refusal
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -40,7 +46,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False) -> dict[str, list[dict]]:
+def first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s+", text.strip(), maxsplit=1)[0]
+
+
+def benign_sets() -> dict[str, list[dict]]:
+    """Plain answers to benign prompts no judge trains on: each is neither harmful nor a refusal."""
+    from safealign.data import registry
+
+    items = [e for e in registry.load_eval("alpaca-test:eval") if (e.reference or "").strip()]
+    whole = [{"prompt": e.prompt, "response": e.reference, "harmful": 0.0, "refusal": 0.0} for e in items]
+    short = [{"prompt": e.prompt, "response": first_sentence(e.reference), "harmful": 0.0, "refusal": 0.0}
+             for e in items if len(first_sentence(e.reference).split()) >= 3]
+    return {"benign: alpaca answers": whole, "benign: first sentence": short}
+
+
+def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False, benign: bool = True) -> dict[str, list[dict]]:
     from safealign.judges import embedded, guard
 
     sets: dict[str, list[dict]] = {}
@@ -65,6 +86,8 @@ def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False) -> dic
                                  "harmful": None if harmful is None else float(harmful),
                                  "refusal": None if r.get("refusal") is None else float(r["refusal"])})
         sets[path] = rows
+    if benign:
+        sets.update(benign_sets())
     return sets
 
 
@@ -96,6 +119,8 @@ def main() -> int:
     ap.add_argument("--pku-train", type=int, default=None,
                     help="score the held-out part of pku-safe-pairs:train (1,350 pairs; default: when the shipped "
                          "guard trained on the rest)")
+    ap.add_argument("--benign", type=int, default=1,
+                    help="also score plain answers to benign prompts (the share each judge would block; 0 to skip)")
     ap.add_argument("--unseen", type=int, default=0,
                     help="also refit the guard's head with each source left out of training (1; minutes per source)")
     ap.add_argument("--precision-check", type=int, default=1,
@@ -110,7 +135,7 @@ def main() -> int:
 
     shipped = json.loads((guard.SHIPPED / "card.json").read_text())
     pku_train = bool(shipped.get("pku")) if args.pku_train is None else bool(args.pku_train)
-    sets = heldout_sets(bool(args.pku), args.labelled, pku_train)
+    sets = heldout_sets(bool(args.pku), args.labelled, pku_train, bool(args.benign))
     judges = {spec: get_judge(spec) for spec in args.judges.split(",")}
     names = list(judges)
     print("held-out sources: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))

@@ -73,8 +73,10 @@ few (F1 0.308; 0.364 without the ``alpaca-first-sentence`` examples; 0.466 on th
 stop 27). Short plain answers: PKU-SafeRLHF's "unsafe" answers include short plain ones, and without the first
 sentences of Alpaca answers as safe examples (265, ``build_dataset``) the head called "The capital of France is
 Paris." harmful (P 0.84; 0.44 before stop 27); with them 0.006 — "William Shakespeare wrote Hamlet." still gets 0.77
-(0.61 before). Its harmful training examples
-are jailbreak answers of 7-13B models, Alpaca-7B's plain answers and templated ones. Labelled small-model answers to
+(0.61 before). On benign traffic (``benchmarks/judge_agreement.py``, stop 28: the reference answers of the 200
+held-out alpaca-test prompts, and their first sentences) it calls 2.5% of the whole answers and 3.0% of the first
+sentences harmful (the ``embedded`` judge 4.0% and 9.5%). Its harmful training examples are jailbreak answers
+of 7-13B models, Alpaca-7B's plain answers and templated ones. Labelled small-model answers to
 ``pku-safe-pairs:test`` and premise prompts written for safealign (519, 73 harmful) did not help as training data
 (stop 27, trained on once each: F1 on the other 397 held-out answers 0.465 against 0.466, left-out GPTFuzz 0.584 ->
 0.492 and JailbreakBench 0.743 -> 0.658; three times each: 0.535 there, but "The capital of France is Paris." rose
