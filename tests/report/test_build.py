@@ -100,7 +100,8 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
             "heldout": acc, "heldout_n": 155, "validation": acc}})
         # judge.json of the judge/guard stage: per-source held-out scores from its card, and the same recipe's
         # scores with each source left out of training
-        f1 = {"n": 1069, "harmful_f1": 0.902, "harmful_precision": 0.9025, "harmful_recall": 0.864, "harmful_accuracy": {"rate": 0.933, "ci": [0.916, 0.946]},
+        f1 = {"n": 1069, "harmful_f1": 0.902, "harmful_precision": 0.9025, "harmful_recall": 0.864,
+              "harmful_accuracy": {"rate": 0.933, "ci": [0.916, 0.946]},
               "refusal_accuracy": {"rate": 0.995, "ci": [0.985, 0.998]}}
         write_json(run / "judge" / "guard" / "judge.json", {"judge": "guard", "id": "guard@abc", "meta": {
             "heldout_by_source": {"gptfuzz": f1, "hand-written": dict(f1, n=115, harmful_f1=0.533,
