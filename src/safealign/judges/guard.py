@@ -22,9 +22,10 @@ anyway); its verdict's ``category`` says ``truncated``.
 Why this shape (measured; ``card.json`` and ``safealign judge train`` print the figures): the backbone is the
 strongest model this machine has offline (30 layers, 6x the MiniLM of the ``embedded`` judge), and with frozen
 weights its features are computed once per training example — a forward pass only, in bf16 where the CPU has bf16
-units — so the head trains from cached features in minutes; the whole command takes about 97 minutes on 2 CPU
-cores (AVX512-BF16) from nothing (the forward passes over 20,807 pairs: 83 minutes; then the head and its four
-leave-one-source-out refits: 14 minutes, all a rerun costs) and minutes on a GPU.
+units — so the head trains from cached features in minutes; the whole command takes 40-97 minutes on 2 CPU cores
+(AVX512-BF16) from nothing (the forward passes over 20,807 pairs: 24.5 minutes idle on stop 28's AMD EPYC, 83 on
+stop 27's machine; then the head and its four leave-one-source-out refits: 14 minutes, all a rerun costs) and minutes
+on a GPU.
 
 What the card measures, and how to read it. ``heldout``: per source, pairs whose prompts the judge never trained
 on, but from a source it did train on (the same models, the same labelling line). ``unseen_source``
