@@ -83,11 +83,11 @@ of 7-13B models, Alpaca-7B's plain answers and templated ones. Labelled small-mo
 0.492 and JailbreakBench 0.743 -> 0.658; three times each: 0.535 there, but "The capital of France is Paris." rose
 to P(harmful) 0.598), so they joined the held-out set. Measured again with the first sentences in (stop 28,
 ``benchmarks/guard_variants.py``): all 916 trained on three times, SmolLM2's answers 5-fold cross-validated by prompt
-score F1 0.481 (against 0.308), the other held-out sources within 0.01 of the shipped head's (hand-written
+score F1 0.481 (against 0.308), the other held-out sources within 0.015 of the shipped head's (hand-written
 0.629), benign answers called harmful 2.0% / 4.1% (against 2.0% / 3.6%), "William Shakespeare wrote Hamlet." P 0.04
 but "The capital of France is Paris." 0.26 — and GPTFuzz left out of training drops to 0.557 (from 0.611;
-JailbreakBench 0.713 from 0.704), the same trade as before; weighting sources by size ** 0.5 helps the hand-written set (0.706) and hurts
-SmolLM2's (0.260) and GPTFuzz left out (0.571). A backbone tuned on more than a few epochs (a GPU) or a larger one is
+JailbreakBench 0.713 from 0.704), the same trade as before; weighting sources by size ** 0.5 helps the hand-written
+set (0.706) and hurts SmolLM2's (0.260) and GPTFuzz left out (0.571). A backbone tuned on more than a few epochs (a GPU) or a larger one is
 the next thing to try. ``guard:<dir>`` loads a judge trained with ``safealign judge train --judge
 guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
 """
