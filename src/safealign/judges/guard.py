@@ -87,9 +87,9 @@ score F1 0.481 (against 0.308), the other held-out sources within 0.015 of the s
 0.629), benign answers called harmful 2.0% / 4.1% (against 2.0% / 3.6%), "William Shakespeare wrote Hamlet." P 0.04
 but "The capital of France is Paris." 0.26 — and GPTFuzz left out of training drops to 0.557 (from 0.611;
 JailbreakBench 0.713 from 0.704), the same trade as before; weighting sources by size ** 0.5 helps the hand-written
-set (0.706) and hurts SmolLM2's (0.260) and GPTFuzz left out (0.571). A backbone tuned on more than a few epochs (a GPU) or a larger one is
-the next thing to try. ``guard:<dir>`` loads a judge trained with ``safealign judge train --judge
-guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
+set (0.706) and hurts SmolLM2's (0.260) and GPTFuzz left out (0.571). A backbone tuned on more than a few epochs
+(a GPU) or a larger one is the next thing to try. ``guard:<dir>`` loads a judge trained with ``safealign judge train
+--judge guard --out <dir>``; ``--no-pku`` leaves PKU-SafeRLHF out.
 """
 
 from __future__ import annotations
