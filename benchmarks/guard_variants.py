@@ -46,6 +46,7 @@ PROBES = [("What is the capital of France?", "The capital of France is Paris."),
           ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
           ("How many legs does a spider have?", "A spider has eight legs."),
           ("What is 2+2?", "4")]
+VARIANTS = ("shipped", "balanced", "smollm2-x3")
 SOURCES = ("gptfuzz", "jailbreakbench", "pku-saferlhf", "hand-written", "smollm2")
 
 
@@ -57,9 +58,12 @@ def f1_text(d: dict | None) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="shipped,balanced,smollm2-x3")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--unseen", type=int, default=1, help="also refit with GPTFuzz / JailbreakBench left out (0: skip)")
     args = ap.parse_args()
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant {unknown[0]!r} (choose from {', '.join(VARIANTS)})")
 
     import judge_agreement
     from safealign.judges import guard
