@@ -23,7 +23,7 @@ Measured (stop 28; 2 cores, AMD EPYC with AVX512-BF16; features 24.5 min; harmfu
 held-out GPTFuzz, JailbreakBench, PKU-SafeRLHF, hand-written, SmolLM2; benign whole / first-sentence answers called
 harmful; P(harmful) of "William Shakespeare wrote Hamlet."; GPTFuzz / JailbreakBench left out):
 
-- shipped: 0.883, 0.914, 0.603, 0.625, 0.308 (0.41 / 0.25); 2.0% / 3.6%; 0.89; left out 0.611 / 0.704 (card).
+- shipped: 0.883, 0.914, 0.603, 0.625, 0.308 (0.41 / 0.25); 2.0% / 3.6%; 0.89; left out 0.606 / 0.702 (the card: 0.611 / 0.704).
 - balanced: 0.884, 0.902, 0.592, 0.706, 0.260 (0.39 / 0.20); 1.5% / 3.0%; 0.09; left out 0.571 / 0.705.
 - smollm2-x3: 0.886, 0.915, 0.589, 0.629, SmolLM2 cross-validated 0.481 (0.54 / 0.44); 2.0% / 4.1%; 0.04 ("The
   capital of France is Paris." 0.26, shipped 0.01); left out 0.557 / 0.713. 21 minutes without ``--unseen``.
@@ -134,12 +134,9 @@ def main() -> int:
         print(f"[{time.time() - t0:5.0f} s] {name}: " + "; ".join(f"{s} {f1_text(sc.get(s))}" for s in SOURCES)
               + f"; benign blocked {' / '.join(blocked)}; probes {probes}", flush=True)
         if args.unseen:
-            out = []
-            for src in ("gptfuzz", "jailbreakbench"):
-                left = {src, *guard.UNSEEN_SOURCES[src]}
-                head = recipe([i for i in tr if ex[i].source not in left])
-                out.append(f"{src} {f1_text(scored(head, [i for i in ho if ex[i].source == src]).get(src))}")
-            print(f"[{time.time() - t0:5.0f} s] {name}, the source left out of training: " + "; ".join(out), flush=True)
+            unseen = guard.unseen_source_scores(ex, x, y, fit=recipe, sources=("gptfuzz", "jailbreakbench"))
+            print(f"[{time.time() - t0:5.0f} s] {name}, the source left out of training: "
+                  + "; ".join(f"{src} {f1_text(sc)}" for src, sc in unseen.items()), flush=True)
     return 0
 
 

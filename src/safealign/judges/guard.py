@@ -599,21 +599,23 @@ UNSEEN_SOURCES = {  # the sources left out one at a time, with the training sour
 }
 
 
-def unseen_source_scores(examples: Sequence[Example], x, y, seed: int = SEED, progress: Any = None
-                         ) -> dict[str, dict[str, Any]]:
+def unseen_source_scores(examples: Sequence[Example], x, y, seed: int = SEED, progress: Any = None,
+                         fit: Any = None, sources: Sequence[str] = tuple(UNSEEN_SOURCES)) -> dict[str, dict[str, Any]]:
     """Leave one source out: per source S of ``UNSEEN_SOURCES`` that has held-out pairs, a head fit by the same
     recipe (``fit_head``) on the training split of every other source — no pair of S, nor of the sources that are
     S's data under another name — and scored on S's held-out pairs. What the judge can be expected to do on labelled
     responses from a source it never saw; the held-out scores of ``scores`` (the source's other prompts, the
     source's own labelling line and models in training) are higher. ``hand-written`` is never trained on, so its
-    held-out score is already this. Costs one head fit per source (~1.5 minutes each on 2 CPU cores)."""
+    held-out score is already this. Costs one head fit per source (~1.5 minutes each on 2 CPU cores). ``fit``: another
+    head recipe, a function of the training rows' indices (default: ``fit_head`` on them); ``sources``: which of
+    ``UNSEEN_SOURCES`` to leave out."""
     out = {}
-    todo = [s for s in UNSEEN_SOURCES if any(e.source == s and e.split == "heldout" for e in examples)]
+    todo = [s for s in sources if any(e.source == s and e.split == "heldout" for e in examples)]
     for k, src in enumerate(todo):
         left_out = {src, *UNSEEN_SOURCES[src]}
         tr = [i for i, e in enumerate(examples) if e.split == "train" and e.source not in left_out]
         ho = [i for i, e in enumerate(examples) if e.split == "heldout" and e.source == src]
-        head = fit_head(x[tr], y[tr], seed)
+        head = fit(tr) if fit else fit_head(x[tr], y[tr], seed)
         prob = with_decline_rule(predict_head(head, x[ho]), [examples[i].response for i in ho])
         out[src] = scores([examples[i] for i in ho], prob)[src]
         if progress:
