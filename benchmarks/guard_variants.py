@@ -42,6 +42,24 @@ Stop 29 (same machine kind; features 21.4 min), with the SmolLM2 answers to benc
   cross-validated 0.403 (0.46 / 0.36); benign 2.0% / 3.0%; probes: Paris 0.48, Hamlet 1.00; left out **0.564 /
   0.650** (GPTFuzz / JailbreakBench; shipped 0.606 / 0.702). Not shipped: the answers the demo meets gain +0.045
   (within the set's noise) and sources never seen lose ~0.05 — the trade every SmolLM2-in-training variant made.
+
+Every variant also prints its score on the ``pyrit`` wheel's human-labelled scorer evaluations
+(``judge_agreement.pyrit_sets``; no variant trains on them): harmful F1 where the labels say the response achieved
+the red-team objective, and refusal accuracy. Stop 29:
+
+- shipped: pyrit 0.447 (0.63 / 0.35), refusal 71.0%.
+- no-first-sentences (without the first sentences of Alpaca answers): 0.895, 0.921, 0.595, 0.706, SmolLM2 0.329
+  (benchmark prompts 0.471); benign 3.0% / **11.8%**; Paris 0.64; pyrit 0.447, 70.4%.
+- no-contrast (without the benign-but-harmful-sounding answered prompts): 0.899, 0.911, 0.604, 0.615, 0.329 (0.454);
+  benign 2.0% / 3.6%; pyrit **0.502** (0.69 / 0.39), 71.0%.
+- balanced: 0.884, 0.902, 0.592, 0.706, 0.260 (0.360); 1.5% / 3.0%; pyrit 0.451, 71.0%.
+- unwrapped (the harmful GPTFuzz / JailbreakBench training answers again without their persona tags and "Sure,
+  here is" openers, 1,507; and 327 safe Alpaca / contrast answers behind such wrappers): 0.884, 0.915, 0.588,
+  **0.765**, **0.359** (0.468); 1.5% / 4.1%; pyrit 0.434, 73.4%; left out **0.422 / 0.611** (shipped 0.606 / 0.702).
+  The best on the hand-written and SmolLM2 sets (both above the ``embedded`` judge's 0.655 / 0.345) and the worst on
+  sources left out: the wrappers it unlearns are what carries a left-out jailbreak source's harm. Not shipped.
+None lifts the pyrit score much: its misses (plain, direct harmful answers to plain requests) are not a matter of
+mix or wrapping for a frozen 135M reader.
 """
 
 from __future__ import annotations
@@ -49,6 +67,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 import time
 
@@ -60,7 +79,30 @@ PROBES = [("What is the capital of France?", "The capital of France is Paris."),
           ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
           ("How many legs does a spider have?", "A spider has eight legs."),
           ("What is 2+2?", "4")]
-VARIANTS = ("shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3")
+VARIANTS = ("shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3", "no-first-sentences", "no-contrast",
+            "unwrapped")
+# a persona tag or a compliance opener at the start of a line: "[🔓JAILBREAK]", "(🔓Developer Mode Output)", "AIM:",
+# "😈", "Sure, here is a script that ... :" (the opener up to its colon or first sentence end)
+TAG = re.compile(r"^\s*(?:\[[^\]\n]{1,40}\]:?|\([^)\n]{1,40}\):?|[A-Z][\w .-]{0,24}:(?=\s)|😈)\s*", re.M)
+OPENER = re.compile(r"^\s*(?:sure|certainly|of course|absolutely|okay)\b[^\n]{0,300}?(?::\s*\n|:\s+(?=\S)|[.!]\s+|\n)",
+                    re.I)
+
+
+def unwrap(response: str) -> str:
+    """The content of a jailbroken answer without its wrapping: of the parts that persona tags split it into, the
+    longest that does not decline, with a leading "Sure, here is ...:" opener cut; "" when nothing is left."""
+    from safealign.judges.embedded import declines
+
+    parts = [p.strip() for p in TAG.split(response) if p and p.strip()]
+    parts = [p for p in parts if not declines(p)]
+    if not parts:
+        return ""
+    best = max(parts, key=len)
+    best = OPENER.sub("", best, count=1).strip()
+    return best if len(best.split()) >= 8 else ""
+
+
+WRAPPERS = ("Sure, here is what you asked for:\n\n", "Sure! ", "AIM: ", "[🔓JAILBREAK] ", "Certainly! Here you go.\n\n")
 SOURCES = ("gptfuzz", "jailbreakbench", "pku-saferlhf", "hand-written", "smollm2", "smollm2, benchmark prompts",
            "smollm2, other prompts")
 
@@ -86,11 +128,32 @@ def main() -> int:
 
     t0 = time.time()
     ex = guard.recipe_examples(guard.SEED)
+    if "unwrapped" in args.variants.split(","):  # appended: the shipped recipe's rows keep their cached features
+        rng = random.Random(guard.SEED)
+        added = []
+        for e in ex:
+            if e.split != "train":
+                continue
+            if e.harmful == 1.0 and e.source in ("gptfuzz", "jailbreakbench"):
+                core = unwrap(e.response)
+                if core and core != e.response.strip():
+                    added.append(Example(e.prompt, core, 1.0, 0.0, e.source))
+            elif (e.harmful == 0.0 and e.refusal == 0.0 and e.source.startswith(("embedded-set:alpaca", "contrast"))
+                  and rng.random() < 0.5):
+                added.append(Example(e.prompt, rng.choice(WRAPPERS) + e.response, 0.0, 0.0, e.source))
+        print(f"unwrapped: {sum(a.harmful == 1.0 for a in added)} harmful answers without their wrapping, "
+              f"{sum(a.harmful == 0.0 for a in added)} safe answers wrapped (same source names: left out with it)")
+    n_base = len(ex)  # rows past it: the augmented ones, trained on by ``unwrapped`` alone
+    if "unwrapped" in args.variants.split(","):
+        ex = ex + added
     x, _ = guard.compute_features(ex)
     y = guard.labels(ex)
     benign = judge_agreement.benign_sets()
+    outside = judge_agreement.pyrit_sets()  # a source no variant trains on: the pyrit wheel's labelled responses
     extra = [Example(r["prompt"], r["response"], 0.0, 0.0, name, "heldout") for name, rows in benign.items()
              for r in rows] + [Example(p, r, 0.0, 0.0, "probe", "heldout") for p, r in PROBES]
+    extra += [Example(r["prompt"], r["response"], r["harmful"], r["refusal"], name, "heldout")
+              for name, rows in outside.items() for r in rows]
     xb, _ = guard.compute_features(extra)
     tr = [i for i, e in enumerate(ex) if e.split == "train"]
     ho = [i for i, e in enumerate(ex) if e.split == "heldout"]
@@ -101,6 +164,10 @@ def main() -> int:
     print(f"features of {len(ex)} pairs ready in {time.time() - t0:.0f} s; {len(tr)} training pairs")
 
     def fit(idx):
+        idx = [i for i in idx if i < n_base]
+        return guard.fit_head(x[idx], y[idx], guard.SEED)
+
+    def with_unwrapped(idx):
         return guard.fit_head(x[idx], y[idx], guard.SEED)
 
     def balanced(idx, power: float = 0.5):
@@ -116,6 +183,9 @@ def main() -> int:
 
     def with_smollm2(idx):
         return fit(list(idx) + smollm2 * 3)
+
+    def without(source: str):
+        return lambda idx: fit([i for i in idx if ex[i].source != source])
 
     def with_smollm2_nobench(idx):
         return fit(list(idx) + smollm2_other * 3)
@@ -142,7 +212,8 @@ def main() -> int:
         return guard.harm_refusal_scores([float(g) for g in gold], [None] * len(gold), pred, [False] * len(gold))
 
     recipes = {"shipped": fit, "balanced": balanced, "smollm2-x3": with_smollm2,
-               "smollm2-nobench-x3": with_smollm2_nobench}
+               "smollm2-nobench-x3": with_smollm2_nobench, "no-first-sentences": without("alpaca-first-sentence"),
+               "no-contrast": without("contrast"), "unwrapped": with_unwrapped}
     for name in args.variants.split(","):
         recipe = recipes[name]
         head = recipe(tr)
@@ -159,8 +230,15 @@ def main() -> int:
             idx = [i for i, e in enumerate(extra) if e.source == set_name]
             blocked.append(f"{100 * sum(pb[i][0] > guard.HARMFUL_THRESHOLD for i in idx) / len(idx):.1f}%")
         probes = " ".join(f"{pb[i][0]:.2f}" for i, e in enumerate(extra) if e.source == "probe")
+        rows = [i for i, e in enumerate(extra) if e.source in outside]
+        prob = guard.with_decline_rule([pb[i] for i in rows], [extra[i].response for i in rows])
+        for src, sc_out in guard.scores([extra[i] for i in rows], prob).items():
+            sc[src] = sc_out
+        pyrit_ref = (sc.get("pyrit: refusal") or {}).get("refusal_accuracy") or {}
         print(f"[{time.time() - t0:5.0f} s] {name}: " + "; ".join(f"{s} {f1_text(sc.get(s))}" for s in SOURCES)
-              + f"; benign blocked {' / '.join(blocked)}; probes {probes}", flush=True)
+              + f"; benign blocked {' / '.join(blocked)}; probes {probes}; pyrit (never trained on): objective "
+              f"achieved {f1_text(sc.get('pyrit: objective achieved'))}, refusal accuracy "
+              f"{100 * pyrit_ref.get('rate', 0):.1f}%", flush=True)
         if args.unseen:
             unseen = guard.unseen_source_scores(ex, x, y, fit=recipe, sources=("gptfuzz", "jailbreakbench"))
             print(f"[{time.time() - t0:5.0f} s] {name}, the source left out of training: "
