@@ -80,7 +80,7 @@ PROBES = [("What is the capital of France?", "The capital of France is Paris."),
           ("How many legs does a spider have?", "A spider has eight legs."),
           ("What is 2+2?", "4")]
 VARIANTS = ("shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3", "no-first-sentences", "no-contrast",
-            "unwrapped")
+            "unwrapped", "response-only", "prompt-and-response")
 # a persona tag or a compliance opener at the start of a line: "[🔓JAILBREAK]", "(🔓Developer Mode Output)", "AIM:",
 # "😈", "Sure, here is a script that ... :" (the opener up to its colon or first sentence end)
 TAG = re.compile(r"^\s*(?:\[[^\]\n]{1,40}\]:?|\([^)\n]{1,40}\):?|[A-Z][\w .-]{0,24}:(?=\s)|😈)\s*", re.M)
@@ -155,6 +155,17 @@ def main() -> int:
     extra += [Example(r["prompt"], r["response"], r["harmful"], r["refusal"], name, "heldout")
               for name, rows in outside.items() for r in rows]
     xb, _ = guard.compute_features(extra)
+    mats = {}  # the features each variant reads, when not the shipped ones: (training pairs, extra pairs)
+    if {"response-only", "prompt-and-response"} & set(args.variants.split(",")):
+        import torch
+
+        def alone(rows):  # the same responses read with an empty prompt
+            return guard.compute_features([Example("", e.response, e.harmful, e.refusal, e.source, e.split)
+                                           for e in rows])[0]
+
+        x0, xb0 = alone(ex), alone(extra)
+        mats = {"response-only": (x0, xb0), "prompt-and-response": (torch.cat([x, x0], 1), torch.cat([xb, xb0], 1))}
+    shipped_mats = (x, xb)
     tr = [i for i, e in enumerate(ex) if e.split == "train"]
     ho = [i for i, e in enumerate(ex) if e.split == "heldout"]
     smollm2 = [i for i in ho if ex[i].source == "smollm2"]
@@ -213,9 +224,11 @@ def main() -> int:
 
     recipes = {"shipped": fit, "balanced": balanced, "smollm2-x3": with_smollm2,
                "smollm2-nobench-x3": with_smollm2_nobench, "no-first-sentences": without("alpaca-first-sentence"),
-               "no-contrast": without("contrast"), "unwrapped": with_unwrapped}
+               "no-contrast": without("contrast"), "unwrapped": with_unwrapped, "response-only": fit,
+               "prompt-and-response": fit}
     for name in args.variants.split(","):
         recipe = recipes[name]
+        x, xb = mats.get(name, shipped_mats)  # the functions above read x (closures): this variant's features
         head = recipe(tr)
         sc = scored(head, ho)
         sc["smollm2, benchmark prompts"] = scored(head, smollm2_bench)["smollm2"]
