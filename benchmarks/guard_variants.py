@@ -14,6 +14,11 @@ source it never saw would see).
 - ``smollm2-x3``: the hand-labelled SmolLM2 answers (``judges/data/heldout.jsonl``, 916 answers of the base model and
   the demo's fine-tunes) trained on three times. Its ``smollm2`` figure is 5-fold cross-validated by prompt (each
   fold scored by a head that never saw the fold's prompts); its other figures are of the head trained on all of them.
+- ``no-first-sentences`` / ``no-contrast``: without the first sentences of Alpaca answers / the contrast answers.
+- ``unwrapped``: the harmful GPTFuzz / JailbreakBench training answers again without their wrapping (``unwrap``),
+  and half of the safe Alpaca / contrast answers behind a wrapper (``WRAPPERS``).
+- ``response-only`` / ``prompt-and-response``: the backbone also reads each response with an empty prompt (a second
+  feature pass, cached like the first); the head reads that alone, or both side by side.
 - ``smollm2-nobench-x3``: only those of them whose prompt is not a benchmark prompt (519: answers to
   ``pku-safe-pairs:test`` and premise prompts) trained on three times — the guard trains on no benchmark prompt —
   cross-validated the same way (``smollm2, other prompts``); its ``smollm2, benchmark prompts`` (the 397 answers to
@@ -58,6 +63,13 @@ the red-team objective, and refusal accuracy. Stop 29:
   **0.765**, **0.359** (0.468); 1.5% / 4.1%; pyrit 0.434, 73.4%; left out **0.422 / 0.611** (shipped 0.606 / 0.702).
   The best on the hand-written and SmolLM2 sets (both above the ``embedded`` judge's 0.655 / 0.345) and the worst on
   sources left out: the wrappers it unlearns are what carries a left-out jailbreak source's harm. Not shipped.
+- response-only (the backbone reads each response with an empty prompt, ``--variants response-only``): 0.897,
+  0.903, 0.590, 0.700, 0.379 (0.482); benign **5.5% / 9.5%**; pyrit 0.418, 68.6%; left out 0.584 / **0.776**.
+- prompt-and-response (the head reads both readings, 16,128 features): 0.892, 0.915, 0.602, 0.529, 0.280 (0.418);
+  2.0% / 3.0%; pyrit 0.469, 72.2%; left out not measured (stopped for time).
+- Not a refit: the shipped head fed the response read with an empty prompt (an input it never trained on) scores
+  pyrit 0.543, SmolLM2 0.402, hand-written 0.650, and blocks 6.5% / 10.1% of benign answers; the larger of its two
+  readings: pyrit 0.560, PKU 0.646, benign 7.0% / 10.7%.
 None lifts the pyrit score much: its misses (plain, direct harmful answers to plain requests) are not a matter of
 mix or wrapping for a frozen 135M reader.
 """
