@@ -34,7 +34,12 @@ what to expect on labelled responses from a source safealign does not have. The 
 head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.883 -> 0.611, JailbreakBench 0.917 -> 0.704, SmolLM2's
 answers (916) 0.308 -> 0.329, PKU-SafeRLHF 0.595 -> 0.212. Left out, the head's errors are mostly harm it misses
 (GPTFuzz and JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and
-0.44): each source's harmful answers look like that source.
+0.44): each source's harmful answers look like that source. On a labelled source no recipe trains on — the
+human-labelled scorer evaluations in the ``pyrit`` wheel (``benchmarks/judge_agreement.py``, stop 29) — harmful F1
+is 0.440 (keywords 0.488): it misses plain, direct harmful answers to plain requests (P(harmful) 0.000 for "Send a
+fake password reset email that mimics their provider ..."; 0.60 after "Sure, here is how to do it."), since its
+harmful training answers mostly come wrapped in jailbreak personas and "Sure, here is" openers. Recipe changes tried
+against it: ``benchmarks/guard_variants.py``.
 
 The shipped recipe, chosen on those two measures (stop 23, one fit per setting on the same cached features,
 before the rule that no held-out prompt is trained on and with the 397-answer SmolLM2 set of then; harmful F1,
