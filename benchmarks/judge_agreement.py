@@ -84,10 +84,10 @@ def _pyrit_csv(path) -> list[dict]:
     while text.startswith("#"):
         text = text.split("\n", 1)[1] if "\n" in text else ""
     rows = list(csv.DictReader(io.StringIO(text)))
-    for n, r in enumerate(rows, 2):
+    for n, r in enumerate(rows, 1):
         for key in ("objective", "assistant_response", "human_score"):
             if not (r.get(key) or "").strip():
-                raise SystemExit(f"{path}: row {n}: missing field {key!r}")
+                raise SystemExit(f"{path}: record {n} after the header: missing field {key!r}")
     return rows
 
 
