@@ -130,7 +130,8 @@ def main() -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--unseen", type=int, default=1, help="also refit with GPTFuzz / JailbreakBench left out (0: skip)")
     args = ap.parse_args()
-    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    chosen = args.variants.split(",")
+    unknown = [v for v in chosen if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant {unknown[0]!r} (choose from {', '.join(VARIANTS)})")
 
@@ -140,7 +141,8 @@ def main() -> int:
 
     t0 = time.time()
     ex = guard.recipe_examples(guard.SEED)
-    if "unwrapped" in args.variants.split(","):  # appended: the shipped recipe's rows keep their cached features
+    n_base = len(ex)  # rows past it: the augmented ones, trained on by ``unwrapped`` alone
+    if "unwrapped" in chosen:  # appended: the shipped recipe's rows keep their cached features
         rng = random.Random(guard.SEED)
         added = []
         for e in ex:
@@ -155,8 +157,6 @@ def main() -> int:
                 added.append(Example(e.prompt, rng.choice(WRAPPERS) + e.response, 0.0, 0.0, e.source))
         print(f"unwrapped: {sum(a.harmful == 1.0 for a in added)} harmful answers without their wrapping, "
               f"{sum(a.harmful == 0.0 for a in added)} safe answers wrapped (same source names: left out with it)")
-    n_base = len(ex)  # rows past it: the augmented ones, trained on by ``unwrapped`` alone
-    if "unwrapped" in args.variants.split(","):
         ex = ex + added
     x, _ = guard.compute_features(ex)
     y = guard.labels(ex)
@@ -168,7 +168,7 @@ def main() -> int:
               for name, rows in outside.items() for r in rows]
     xb, _ = guard.compute_features(extra)
     mats = {}  # the features each variant reads, when not the shipped ones: (training pairs, extra pairs)
-    if {"response-only", "prompt-and-response"} & set(args.variants.split(",")):
+    if {"response-only", "prompt-and-response"} & set(chosen):
         import torch
 
         def alone(rows):  # the same responses read with an empty prompt
@@ -238,7 +238,7 @@ def main() -> int:
                "smollm2-nobench-x3": with_smollm2_nobench, "no-first-sentences": without("alpaca-first-sentence"),
                "no-contrast": without("contrast"), "unwrapped": with_unwrapped, "response-only": fit,
                "prompt-and-response": fit}
-    for name in args.variants.split(","):
+    for name in chosen:
         recipe = recipes[name]
         x, xb = mats.get(name, shipped_mats)  # the functions above read x (closures): this variant's features
         head = recipe(tr)
