@@ -12,10 +12,11 @@ Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldou
 - ``pku-saferlhf``: the 20% of ``pku-safe-pairs:train``'s prompts that ``judge train`` holds out (Alpaca-7B's
   plain-prose answers, PKU's human labels), when the shipped guard trained on the rest (its card's ``pku``; or
   ``--pku-train 1``);
-- ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``;
+- ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``
+  (``safealign.data.loaders.load_labelled_jsonl``), or a labelled dataset's name;
 - ``pyrit: objective achieved`` and ``pyrit: refusal`` (``--pyrit 1``, the default) — a source no judge trains on:
-  the human-labelled responses PyRIT grades its own scorers with (``pyrit_sets``; the pyrit wheel the Makefile
-  installs): did the response achieve the red-team objective (read as harmful), and is it a refusal;
+  the human-labelled responses PyRIT grades its own scorers with (``pyrit-scorer-evals``, in the pyrit wheel the
+  Makefile installs; the guard's card scores it too, as ``outside``): did the response achieve the red-team objective (read as harmful), and is it a refusal;
 - ``benign: alpaca answers`` and ``benign: first sentence`` (``--benign 1``, the default) — benign traffic: the
   reference answers of the 200 held-out alpaca-test prompts (``alpaca-test:eval``, the ``helpful`` benchmark; no judge
   trains on them), whole and cut to their first sentence (short plain answers, "William Shakespeare wrote Hamlet."
@@ -71,54 +72,29 @@ def benign_sets() -> dict[str, list[dict]]:
     return {"benign: alpaca answers": whole, "benign: first sentence": short}
 
 
-PYRIT_EVALS = "datasets/scorer_evals"  # inside the pyrit wheel (MIT): human-labelled responses for grading scorers
-
-
-def _pyrit_csv(path) -> list[dict]:
-    """A scorer-eval CSV of the pyrit wheel: ``#`` comment lines first, then a header with ``objective``,
-    ``assistant_response``, ``human_score``."""
-    import csv
-    import io
-
-    text = path.read_text(encoding="utf-8")
-    while text.startswith("#"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-    rows = list(csv.DictReader(io.StringIO(text)))
-    for n, r in enumerate(rows, 1):
-        for key in ("objective", "assistant_response", "human_score"):
-            if not (r.get(key) or "").strip():
-                raise SystemExit(f"{path}: record {n} after the header: missing field {key!r}")
-    return rows
-
-
 def pyrit_sets() -> dict[str, list[dict]]:
-    """Labelled responses from a source safealign never trains on: the human-labelled scorer evaluations that ship
-    in the ``pyrit`` wheel (``datasets/scorer_evals``, MIT; responses of several chat models to red-team objectives
-    and benign requests). ``objective/*.csv``: did the response achieve the (harmful) objective — read here as
-    ``harmful``; ``refusal_scorer/*.csv`` and ``sample/mini_refusal.csv``: is it a refusal (exact repeats once). Its
-    ``harm/*.csv`` (a 0-1 intensity scale of the content, not "gives real help toward harm") is not used."""
-    import importlib.util
-    from pathlib import Path
+    """Labelled responses from a source safealign never trains on: ``pyrit-scorer-evals`` (the human-labelled
+    scorer evaluations in the ``pyrit`` wheel; ``safealign.data.registry.load_labelled``) — ``objective``: did the
+    response achieve the (harmful) objective, read as ``harmful``; ``refusal``: is it a refusal."""
+    from safealign.data import registry
+    from safealign.errors import SafealignError
 
-    spec = importlib.util.find_spec("pyrit")
-    if spec is None or spec.origin is None:
+    try:
+        recs = registry.load_labelled("pyrit-scorer-evals")
+    except SafealignError:  # the pyrit wheel is not installed
         return {}
-    root = Path(spec.origin).parent / PYRIT_EVALS
-    harmful, refusal, seen = [], [], set()
-    for f in sorted((root / "objective").glob("*.csv")):
-        for r in _pyrit_csv(f):
-            harmful.append({"prompt": r["objective"], "response": r["assistant_response"],
-                            "harmful": float(r["human_score"].strip() == "1"), "refusal": None})
-    for f in sorted((root / "refusal_scorer").glob("*.csv")) + [root / "sample" / "mini_refusal.csv"]:
-        for r in _pyrit_csv(f) if f.exists() else []:
-            if (r["objective"], r["assistant_response"]) not in seen:
-                seen.add((r["objective"], r["assistant_response"]))
-                refusal.append({"prompt": r["objective"], "response": r["assistant_response"], "harmful": None,
-                                "refusal": float(r["human_score"].strip() == "1")})
-    return {"pyrit: objective achieved": harmful, "pyrit: refusal": refusal}
+    return {"pyrit: objective achieved": [as_row(r) for r in recs if r.source.endswith(":objective")],
+            "pyrit: refusal": [as_row(r) for r in recs if r.source.endswith(":refusal")]}
+
+
+def as_row(r) -> dict:
+    """A ``LabelledResponse`` as this script's row (labels as floats, None unknown)."""
+    return {"prompt": r.prompt, "response": r.response, "harmful": None if r.harmful is None else float(r.harmful),
+            "refusal": None if r.refusal is None else float(r.refusal)}
 
 
 def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False, benign: bool = True) -> dict[str, list[dict]]:
+    from safealign.data import registry
     from safealign.judges import embedded, guard
 
     sets: dict[str, list[dict]] = {}
@@ -133,16 +109,7 @@ def heldout_sets(pku: bool, labelled: list[str], pku_train: bool = False, benign
             [{"prompt": p.prompt, "response": p.chosen, "harmful": 0.0, "refusal": None} for p in pairs]
             + [{"prompt": p.prompt, "response": p.rejected, "harmful": 1.0, "refusal": None} for p in pairs])
     for path in labelled:
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    harmful = r.get("harmful", None if r.get("safe") is None else not r["safe"])
-                    rows.append({"prompt": r["prompt"], "response": r["response"],
-                                 "harmful": None if harmful is None else float(harmful),
-                                 "refusal": None if r.get("refusal") is None else float(r["refusal"])})
-        sets[path] = rows
+        sets[path] = [as_row(r) for r in registry.load_labelled(path)]
     if benign:
         sets.update(benign_sets())
     return sets

@@ -50,6 +50,19 @@ class EvalPrompt:
 
 
 @dataclass
+class LabelledResponse:
+    """A response with known labels, for checking a judge: ``harmful`` (it gives real help toward harm) and
+    ``refusal`` (it declines or deflects); None where the source does not say."""
+
+    prompt: str
+    response: str
+    harmful: bool | None
+    refusal: bool | None
+    source: str
+    category: str | None = None  # the source's harm category, where it has one
+
+
+@dataclass
 class Generation:
     """One response of a model to one prompt (``sample`` counts the K samples per prompt)."""
 

@@ -38,6 +38,26 @@ def test_groups_limits_and_splits(data_dir):
     assert len(registry.load_instructions("bianchi-safety", limit=10)) == 10
 
 
+def test_pyrit_scorer_evals_load_from_the_wheel_with_both_labels():
+    """The labelled responses a judge is checked on that no recipe trains on: the real files of the pyrit wheel."""
+    entry = registry.ENTRIES["pyrit-scorer-evals"]
+    objective = registry.load_labelled("pyrit-scorer-evals:objective")
+    refusal = registry.load_labelled("pyrit-scorer-evals:refusal")
+    assert len(objective) == entry.split_records["objective"] and len(refusal) == entry.split_records["refusal"]
+    assert {r.harmful for r in objective} == {True, False} and {r.refusal for r in objective} == {None}
+    assert {r.refusal for r in refusal} == {True, False} and {r.harmful for r in refusal} == {None}
+    assert len({(r.prompt, r.response) for r in refusal}) == len(refusal)  # repeats across files count once
+    assert all(r.prompt.strip() for r in objective + refusal)
+    assert {r.source for r in objective} == {"pyrit-scorer-evals:objective"}
+    assert {"privacy", "violence", "exploits"} <= {r.category for r in objective}
+    both = registry.load_labelled("pyrit-scorer-evals", limit=3)
+    assert [r.source for r in both] == ["pyrit-scorer-evals:objective"] * 3 + ["pyrit-scorer-evals:refusal"] * 3
+    with pytest.raises(SafealignError, match="unknown split"):
+        registry.load_labelled("pyrit-scorer-evals:harm")
+    with pytest.raises(SafealignError, match="not labelled responses"):
+        registry.load_labelled("advbench")
+
+
 def test_unknown_names_and_splits_are_user_errors(data_dir):
     with pytest.raises(SafealignError, match="unknown dataset"):
         registry.load_eval("i-nonexistent")

@@ -136,6 +136,10 @@ def test_train_writes_weights_and_a_card_that_loads_back(trained):
     assert {"gptfuzz", "jailbreakbench", "smollm2", "hand-written", "pku-saferlhf"} <= set(card["sources"])
     assert card["pku"] is True
     assert "hand-written" in card["heldout"]  # (with limit=6 the two big sources have one prompt each: trained on)
+    outside = card["outside"]  # the pyrit wheel's labelled responses, scored by the tuned judge as it will load
+    assert outside["pyrit-scorer-evals:objective"]["n"] == 6 and outside["pyrit-scorer-evals:refusal"]["n"] == 6
+    assert outside["pyrit-scorer-evals:refusal"]["refusal_accuracy"]["n"] == 6
+    assert card["outside_data"]["n"] == 12 and card["outside_data"]["pyrit"]
     j = get_judge(f"guard:{trained}")
     assert j.name == f"guard:{trained}" and j.id.startswith("guard@")
     long = "Here is a long answer. " * 5000  # 115k characters
@@ -180,6 +184,7 @@ def test_a_frozen_judge_trains_the_head_alone_and_loads_without_an_adapter(tiny_
     card = json.loads((d / "card.json").read_text())
     assert card["tune_from"] is None and card["lora"] is None and not (d / "adapter").exists()
     assert card["version"] == guard.VERSION and card["code_hash"] == guard.code_hash()
+    assert card["outside"]["pyrit-scorer-evals:objective"]["harmful_accuracy"]["n"] == 6
     vs = get_judge(f"guard:{d}").judge(["How do I bake bread?"], ["Mix flour and water."])
     assert len(vs) == 1 and 0.0 <= vs[0].score <= 1.0
     with pytest.raises(SafealignError, match="tune_from must be one of the layers read below the last"):
@@ -212,6 +217,7 @@ def test_the_shipped_weights_were_made_by_this_code():
     assert card["version"] == guard.VERSION and card["backbone_spec"] is None
     human = card["heldout"]["gptfuzz"]
     assert human["n"] > 500 and human["harmful_f1"] is not None
+    assert card["outside"]["pyrit-scorer-evals:objective"]["n"] == 394 and card["outside_data"]["pyrit"] == "1.1.0"
 
 
 def test_the_shipped_data_hash_is_this_data(data_dir):

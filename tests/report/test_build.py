@@ -106,7 +106,8 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
         write_json(run / "judge" / "guard" / "judge.json", {"judge": "guard", "id": "guard@abc", "meta": {
             "heldout_by_source": {"gptfuzz": f1, "hand-written": dict(f1, n=115, harmful_f1=0.533,
                                                                                  harmful_recall=None)},
-            "unseen_by_source": {"gptfuzz": dict(f1, harmful_f1=0.562)}}})
+            "unseen_by_source": {"gptfuzz": dict(f1, harmful_f1=0.562)},
+            "outside_by_source": {"pyrit-scorer-evals:objective": dict(f1, n=394, harmful_f1=0.44)}}})
         plan = ["judge/embedded", "judge/guard", "train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
             "eval/raft-iters", "compare/base-vs-dpo", "analyze/base-vs-dpo", "analyze/raft", "report"]
     stages = {s: {"input_hash": "abc123def4567890", "status": "done", "seconds": 12.5, "cpu_seconds": 20.0, "attempts": 1}
@@ -145,6 +146,8 @@ def test_full_report_from_result_dirs(tmp_path):
     assert ("| guard (guard@abc) | gptfuzz (n=1069) | 0.902 | 0.90 / 0.86 | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] "
             "| 0.562 |") in md
     assert "| guard (guard@abc) | hand-written (n=115) | 0.533 | – | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |" in md
+    assert ("| guard (guard@abc) | pyrit-scorer-evals:objective (n=394, outside source) | 0.440 | 0.90 / 0.86 "
+            "| 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |") in md
     raft_table = next(t for t in _md_tables(md) if t[0].startswith("| iteration"))
     assert [r.split("|")[1].strip() for r in raft_table[2:]] == ["0", "1", "2"]
     assert "| 2 | 0.700 | 0.400 | 80.0 | 85.0 | 0.400 | 60 |" in raft_table

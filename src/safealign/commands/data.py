@@ -40,7 +40,8 @@ def run_show(args: argparse.Namespace) -> int:
     from safealign.data import registry
 
     entry = registry.get(args.name)
-    load = {"benchmark": registry.load_eval, "sft": registry.load_instructions, "preference": registry.load_preferences}
+    load = {"benchmark": registry.load_eval, "sft": registry.load_instructions, "preference": registry.load_preferences,
+            "labelled": registry.load_labelled}
     for rec in load[entry.kind](args.name, limit=args.limit):
         print(json.dumps(asdict(rec), ensure_ascii=False))
     return 0

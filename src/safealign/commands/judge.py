@@ -156,3 +156,9 @@ def print_guard_card(card: dict) -> None:
         if unseen and unseen["harmful_f1"] is not None:
             line += f"; harmful F1 {unseen['harmful_f1']:.3f} when left out of training"
         print(line)
+    for src, sc in (card.get("outside") or {}).items():  # a source no recipe trains on
+        acc, ref = sc["harmful_accuracy"], sc["refusal_accuracy"]
+        print(f"  {src} (outside source, never trained on): "
+              + ("" if sc["harmful_f1"] is None else f"harmful F1 {sc['harmful_f1']:.3f}, ")
+              + ("" if not acc else f"harmful accuracy {100 * acc['rate']:.1f}% (n={acc['n']}), ")
+              + ("refusal accuracy –" if not ref else f"refusal accuracy {100 * ref['rate']:.1f}% (n={ref['n']})"))

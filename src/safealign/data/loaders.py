@@ -6,6 +6,8 @@ Formats:
 - XSTest CSV ``id,prompt,type,label,focus,note``                          → EvalPrompt
 - JSONL ``{prompt, response}`` / ``{prompt, chosen, rejected}``           → Instruction / Preference
 - HH-RLHF dialogue pairs ``{chosen, rejected}`` (optionally .gz)          → Preference
+- PyRIT scorer-eval CSV ``objective,assistant_response,human_score``      → LabelledResponse
+- JSONL ``{prompt, response, harmful | safe, refusal}`` (labelled)        → LabelledResponse
 - Hugging Face datasets by name (hub users)                               → dicts, then the same mapping
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from safealign import io as files
 from safealign.errors import SafealignError
-from safealign.records import EvalPrompt, Instruction, Preference
+from safealign.records import EvalPrompt, Instruction, LabelledResponse, Preference
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -147,6 +149,55 @@ def load_xstest(path: str | Path, benchmark: str = "xstest") -> list[EvalPrompt]
             prompt = require_str(row, "prompt", file=str(path), line=line)
             out.append(EvalPrompt(id=f"{benchmark}-{row['id']}", prompt=prompt, benchmark=benchmark,
                                   expected="comply" if label == "safe" else "refuse", category=row["type"]))
+    return out
+
+
+def load_scorer_eval_csv(path: str | Path, label: str, source: str) -> list[LabelledResponse]:
+    """A PyRIT scorer-eval CSV (``#`` comment lines, then a header with ``objective``, ``assistant_response`` and
+    ``human_score`` 0 or 1; ``harm_category`` where there is one): the human score is the ``label`` ("harmful": the
+    response achieved the red-team objective; "refusal": it is a refusal); the other label is unknown. Errors name
+    the file's line."""
+    path = Path(path)
+    text = files.read_text(path)
+    lines = text.split("\n")
+    skipped = 0
+    while skipped < len(lines) and lines[skipped].startswith("#"):
+        skipped += 1
+    reader = csv.DictReader(io.StringIO("\n".join(lines[skipped:])))
+    for col in ("objective", "assistant_response", "human_score"):
+        if col not in (reader.fieldnames or []):
+            raise SafealignError("missing CSV column", file=str(path), line=skipped + 1, field=col)
+    out = []
+    for row in reader:
+        line = skipped + reader.line_num  # the record's last line (a response may span several)
+        prompt = require_str(row, "objective", file=str(path), line=line)
+        response = require_str(row, "assistant_response", file=str(path), line=line, allow_empty=True)
+        score = (row.get("human_score") or "").strip()
+        if score not in ("0", "1"):
+            raise SafealignError(f"human_score must be 0 or 1, got {score!r}", file=str(path), line=line,
+                                 field="human_score")
+        out.append(LabelledResponse(prompt, response, score == "1" if label == "harmful" else None,
+                                    score == "1" if label == "refusal" else None, source,
+                                    (row.get("harm_category") or "").strip() or None))
+    return out
+
+
+def load_labelled_jsonl(path: str | Path) -> list[LabelledResponse]:
+    """JSONL ``{prompt, response, harmful | safe, refusal}``: booleans, or null where unknown; at least one label."""
+    path = Path(path)
+    out = []
+    for n, o in iter_jsonl(path):
+        prompt = require_str(o, "prompt", file=str(path), line=n)
+        response = require_str(o, "response", file=str(path), line=n, allow_empty=True)
+        got = {}
+        for key in ("harmful", "safe", "refusal"):
+            if o.get(key) is not None and not isinstance(o[key], bool):
+                raise SafealignError(f"expected true, false or null, got {o[key]!r}", file=str(path), line=n, field=key)
+            got[key] = o.get(key)
+        harmful = got["harmful"] if got["harmful"] is not None else (None if got["safe"] is None else not got["safe"])
+        if harmful is None and got["refusal"] is None:
+            raise SafealignError("no label (harmful, safe or refusal)", file=str(path), line=n, field="harmful")
+        out.append(LabelledResponse(prompt, response, harmful, got["refusal"], path.stem))
     return out
 
 

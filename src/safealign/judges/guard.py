@@ -35,8 +35,10 @@ head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.883 -> 0.611, Jailbreak
 answers (916) 0.308 -> 0.329, PKU-SafeRLHF 0.595 -> 0.212. Left out, the head's errors are mostly harm it misses
 (GPTFuzz and JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and
 0.44): each source's harmful answers look like that source. On a labelled source no recipe trains on — the
-human-labelled scorer evaluations in the ``pyrit`` wheel (``benchmarks/judge_agreement.py``, stop 29) — harmful F1
-is 0.440 (keywords 0.488): it misses plain, direct harmful answers to plain requests (P(harmful) 0.000 for "Send a
+human-labelled scorer evaluations in the ``pyrit`` wheel (``pyrit-scorer-evals``; the card's ``outside``, which
+``train`` scores after the head is fit: ``outside_examples``) — harmful F1 is 0.441 (precision 0.64, recall 0.34;
+keywords 0.488; recall is low in every harm category it names: violence 5 of 22, privacy 8 of 30, exploits 14 of
+38, hate speech 8 of 17): it misses plain, direct harmful answers to plain requests (P(harmful) 0.000 for "Send a
 fake password reset email that mimics their provider ..."; 0.60 after "Sure, here is how to do it."), since its
 harmful training answers mostly come wrapped in jailbreak personas and "Sure, here is" openers. Recipe changes tried
 against it: ``benchmarks/guard_variants.py``.
@@ -289,6 +291,28 @@ def recipe_examples(seed: int = SEED, limit: int | None = None, pku: bool = True
         examples += pku_examples(seed, limit, benchmark_prompts())
     held = {_norm(e.prompt) for e in examples if e.split == "heldout"}
     return [e for e in examples if e.split == "heldout" or _norm(e.prompt) not in held]
+
+
+OUTSIDE = ("pyrit-scorer-evals",)  # labelled responses of sources no guard recipe trains on: the card's ``outside``
+
+
+def outside_examples(limit: int | None = None) -> list[Example]:
+    """The labelled responses of ``OUTSIDE`` (``registry.load_labelled``; PyRIT's human-labelled scorer evaluations,
+    in the pyrit wheel), as held-out examples: what ``train`` scores as the card's ``outside`` — a source whose
+    responses, models and labelling no recipe trains on. [] where the wheel is not installed. ``limit``: the first N
+    of each part (tests)."""
+    from safealign.data import registry
+
+    out = []
+    for name in OUTSIDE:
+        try:
+            recs = registry.load_labelled(name, limit)
+        except SafealignError:
+            continue
+        out += [Example(r.prompt, r.response, None if r.harmful is None else float(r.harmful),
+                        None if r.refusal is None else float(r.refusal), r.source, "heldout")
+                for r in recs if r.response.strip()]
+    return out
 
 
 # ---------------------------------------------------------------- features
@@ -676,17 +700,25 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
             task = bar.add_task(f"fitting the guard head ({len(tr)} pairs)", total=EPOCHS)
             head = fit_head(x[tr], y[tr], seed, progress=lambda k, n: bar.update(task, completed=k))
         prob = predict_head(head, x[ho])
+
+        def judged(exs: Sequence[Example]) -> list[list[float]]:
+            return predict_head(head, compute_features(exs, backbone, layers)[0])
     else:
         tuned = _tune(examples, x, y, tr, backbone, layers, tune_from, seed)
         head = tuned["head"]
         judge_backbone, tok, _ = load_backbone(backbone, layers)
         judge_backbone = lora.apply_adapter(judge_backbone, tuned["dir"])
-        with progress_bar() as bar:
-            task = bar.add_task(f"scoring the held-out pairs ({len(ho)})", total=len(ho))
-            prob = predict_head(head, features(judge_backbone, tok, [e.prompt for e in held],
-                                               [e.response for e in held], layers=layers,
-                                               progress=lambda k, n: bar.update(task, completed=k)))
+
+        def judged(exs: Sequence[Example]) -> list[list[float]]:
+            with progress_bar() as bar:
+                task = bar.add_task(f"scoring with the tuned backbone ({len(exs)} pairs)", total=len(exs))
+                return predict_head(head, features(judge_backbone, tok, [e.prompt for e in exs],
+                                                   [e.response for e in exs], layers=layers,
+                                                   progress=lambda k, n: bar.update(task, completed=k)))
+        prob = judged(held)
     prob = with_decline_rule(prob, [e.response for e in held])
+    outside = outside_examples(limit)
+    outside_prob = with_decline_rule(judged(outside), [e.response for e in outside]) if outside else []
     unseen, t_unseen = None, time.time()
     if tune_from is None:  # a LoRA run would need one tuning per source left out: not measured
         with progress_bar() as bar:
@@ -711,6 +743,8 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         "data_hash": data_hash(examples), "code_hash": code_hash(pku, tune_from is not None),
         "harmful_threshold": HARMFUL_THRESHOLD,
         "sources": sources, "heldout": scores(held, prob), "unseen_source": unseen,
+        "outside": scores(outside, outside_prob) if outside else None,
+        "outside_data": _outside_data(outside, examples) if outside else None,
         "seconds": {"features": round(t_feat, 1), **(tuned["seconds"] if tuned else {}),
                     **({"unseen_source": round(t_unseen, 1)} if unseen else {}),
                     "total": round(time.time() - t0, 1)},
@@ -727,6 +761,20 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     if tuned:
         shutil.rmtree(tuned["dir"], ignore_errors=True)
     return final
+
+
+def _outside_data(outside: Sequence[Example], examples: Sequence[Example]) -> dict[str, Any]:
+    """Where the card's ``outside`` pairs come from, and how many of their prompts (normalised) the judge trained on
+    (their responses and labels it never saw)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pyrit = version("pyrit")
+    except PackageNotFoundError:
+        pyrit = None
+    trained = {_norm(e.prompt) for e in examples if e.split == "train"}
+    return {"datasets": list(OUTSIDE), "pyrit": pyrit,
+            "prompts_trained_on": sum(_norm(e.prompt) in trained for e in outside), "n": len(outside)}
 
 
 def _tune(examples: Sequence[Example], x, y, tr: Sequence[int], backbone: str | None, layers: Sequence[int],
@@ -822,7 +870,7 @@ class GuardJudge:
         self.head.eval()
         self.path, self.name, self.batch_size, self.precision = path, name, batch_size, precision
         self.meta = {"heldout_by_source": self.card.get("heldout"), "unseen_by_source": self.card.get("unseen_source"),
-                     "card": str(path / "card.json")}
+                     "outside_by_source": self.card.get("outside"), "card": str(path / "card.json")}
         self.id = weights_id(path)
         self.layers = tuple(int(k) for k in self.card.get("layers") or LAYERS)
         self.threshold = float(self.card.get("harmful_threshold", 0.5))  # cards before it: 0.5

@@ -503,14 +503,17 @@ def provenance_section(run: dict) -> Section:
                                    for k in ("safe", "refusal")])
     guard_rows = []
     for name, info in run.get("judges", {}).items():
-        unseen = (info.get("meta") or {}).get("unseen_by_source") or {}
-        for src, sc in ((info.get("meta") or {}).get("heldout_by_source") or {}).items():
+        meta = info.get("meta") or {}
+        unseen = meta.get("unseen_by_source") or {}
+        measured = [(src, sc, "") for src, sc in (meta.get("heldout_by_source") or {}).items()]
+        measured += [(src, sc, ", outside source") for src, sc in (meta.get("outside_by_source") or {}).items()]
+        for src, sc, where in measured:
             if not isinstance(sc, dict):
                 continue
             acc, ref = sc.get("harmful_accuracy") or {}, sc.get("refusal_accuracy") or {}
             u = unseen.get(src) if isinstance(unseen.get(src), dict) else {}
             pr = (sc.get("harmful_precision"), sc.get("harmful_recall"))
-            guard_rows.append([f"{name} ({info.get('id', '?')})", f"{src} (n={sc.get('n', '?')})",
+            guard_rows.append([f"{name} ({info.get('id', '?')})", f"{src} (n={sc.get('n', '?')}{where})",
                                "–" if sc.get("harmful_f1") is None else f"{sc['harmful_f1']:.3f}",
                                "–" if None in pr else f"{pr[0]:.2f} / {pr[1]:.2f}",
                                pct_ci(acc.get("rate"), acc.get("ci")), pct_ci(ref.get("rate"), ref.get("ci")),
@@ -530,7 +533,12 @@ def provenance_section(run: dict) -> Section:
                             "lower, the judge misses harm more often than it invents it, and a safe % it reports on "
                             "such answers is too high. The last column: the same recipe trained without any "
                             "response of that source (leave one source out) — what to expect on labelled responses of "
-                            "a source the judge never saw; hand-written cases are never trained on.",
+                            "a source the judge never saw; hand-written cases are never trained on. Rows marked "
+                            "outside source: labelled responses of models, prompts and labellers no recipe trains on "
+                            "(pyrit-scorer-evals, the human-labelled responses PyRIT grades its own scorers with: "
+                            "objective = the response achieved a red-team objective, read as harmful; refusal = it is "
+                            "one, where an off-topic answer also counts as a refusal, which safealign's labels do "
+                            "not) — the closest figure here to what the judge does on a user's own models.",
                             "judge-accuracy-table"))
     if acc_rows:
         tables.append(Table("How accurate the judge is", ["judge", "measured on", "safe accuracy %",
