@@ -24,6 +24,13 @@ source it never saw would see).
   cross-validated the same way (``smollm2, other prompts``); its ``smollm2, benchmark prompts`` (the 397 answers to
   benchmark prompts, what the demo's evaluation meets) are never trained on.
 
+- ``max-pooled`` / ``question-mean`` / ``all-pools``: the shipped features plus, per layer read, the element-wise
+  max over the response's tokens / the mean over the question's tokens (the judge's question after the response) /
+  both and the response's last token (``extra_pools``: a second forward pass, cached). Asks whether a salient
+  token (a max) carries the plain harmful answers the shipped mean misses. Not measured yet: the extra pass costs
+  as much as the features (stop 31 had an AVX2-only CPU, where each pass is ~80 minutes); checked to run on a few
+  pairs.
+
 Every variant also prints ``smollm2, benchmark prompts``: its F1 on those 397 answers.
 
 Needs the backbone's features of every training pair: cached where ``safealign judge train`` caches them (from
@@ -92,7 +99,8 @@ PROBES = [("What is the capital of France?", "The capital of France is Paris."),
           ("How many legs does a spider have?", "A spider has eight legs."),
           ("What is 2+2?", "4")]
 VARIANTS = ("shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3", "no-first-sentences", "no-contrast",
-            "unwrapped", "response-only", "prompt-and-response")
+            "unwrapped", "response-only", "prompt-and-response", "max-pooled", "question-mean", "all-pools")
+POOLS = ("max", "question-mean", "response-last")  # read beside the shipped two (last token, response mean)
 # a persona tag or a compliance opener at the start of a line: "[🔓JAILBREAK]", "(🔓Developer Mode Output)", "AIM:",
 # "😈", "Sure, here is a script that ... :" (the opener up to its colon or first sentence end)
 TAG = re.compile(r"^\s*(?:\[[^\]\n]{1,40}\]:?|\([^)\n]{1,40}\):?|[A-Z][\w .-]{0,24}:(?=\s)|😈)\s*", re.M)
@@ -117,6 +125,70 @@ def unwrap(response: str) -> str:
 WRAPPERS = ("Sure, here is what you asked for:\n\n", "Sure! ", "AIM: ", "[🔓JAILBREAK] ", "Certainly! Here you go.\n\n")
 SOURCES = ("gptfuzz", "jailbreakbench", "pku-saferlhf", "hand-written", "smollm2", "smollm2, benchmark prompts",
            "smollm2, other prompts")
+
+
+def extra_pools(rows):
+    """[n, len(POOLS) * len(LAYERS) * hidden]: per layer of ``guard.LAYERS``, the element-wise max over the
+    response's tokens, the mean over the question's tokens (after the response) and the response's last token's
+    state — pools the shipped head does not read. One forward pass per pair, as ``guard.features``; cached in chunks
+    (``guard._chunks``) under the cache's ``judges/guard-variant-pools-*``."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file, save
+
+    from safealign.io import write_bytes
+    from safealign.judges import guard
+    from safealign.models import cache_dir
+    from safealign.progress import progress_bar
+
+    backbone, tok, dtype = guard.load_backbone()
+    key = hashlib.sha256(f"{guard.backbone_dir()}|{dtype}|{guard.feature_hash()}|{POOLS}".encode()).hexdigest()[:16]
+    cache = cache_dir() / "judges" / f"guard-variant-pools-{key}"
+    cache.mkdir(parents=True, exist_ok=True)
+    frame = guard.chat_frame(tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    parts = []
+    with progress_bar() as bar:
+        task = bar.add_task(f"extra pools ({len(rows)} pairs)", total=len(rows))
+        for c, end in guard._chunks(rows, 512):
+            sub = rows[c:end]
+            f = cache / guard._chunk_name(sub)
+            if f.exists():
+                parts.append(load_file(str(f))["x"])
+                bar.update(task, completed=end)
+                continue
+            enc = [guard.encode_pair(tok, e.prompt, e.response, frame) for e in sub]
+            order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
+            out = torch.zeros(len(enc), len(POOLS) * len(guard.LAYERS) * backbone.config.hidden_size)
+            with torch.inference_mode():
+                for b in range(0, len(order), 16):
+                    idx = order[b:b + 16]
+                    n = max(len(enc[i][0]) for i in idx)
+                    ids = torch.full((len(idx), n), pad, dtype=torch.long)
+                    mask = torch.zeros((len(idx), n), dtype=torch.long)
+                    span = torch.zeros((len(idx), n), dtype=torch.bool)
+                    question = torch.zeros((len(idx), n))
+                    for row, i in enumerate(idx):
+                        toks, s0, e0 = enc[i]
+                        ids[row, :len(toks)] = torch.tensor(toks)
+                        mask[row, :len(toks)] = 1
+                        span[row, s0:e0] = True
+                        question[row, e0:len(toks)] = 1.0
+                    hs = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+                    question = question / question.sum(1, keepdim=True)
+                    last_resp = torch.tensor([enc[i][2] - 1 for i in idx])
+                    feats = []
+                    for layer in guard.LAYERS:
+                        h = hs[layer].float()
+                        feats.append(h.masked_fill(~span[..., None], float("-inf")).max(1).values)
+                        feats.append(torch.einsum("bt,btd->bd", question, h))
+                        feats.append(h[torch.arange(len(idx)), last_resp])
+                    out[idx] = torch.cat(feats, 1)
+                    bar.update(task, completed=c + min(b + 16, len(order)))
+            write_bytes(f, save({"x": out.to(torch.float16)}))
+            parts.append(out.to(torch.float16))
+    return torch.cat(parts).float()
 
 
 def f1_text(d: dict | None) -> str:
@@ -177,6 +249,19 @@ def main() -> int:
 
         x0, xb0 = alone(ex), alone(extra)
         mats = {"response-only": (x0, xb0), "prompt-and-response": (torch.cat([x, x0], 1), torch.cat([xb, xb0], 1))}
+    pooled = [v for v in ("max-pooled", "question-mean", "all-pools") if v in chosen]
+    if pooled:
+        import torch
+
+        xp, xbp = extra_pools(ex), extra_pools(extra)
+        width = xp.shape[1] // (len(POOLS) * len(guard.LAYERS))
+        cols = {p: [c for layer in range(len(guard.LAYERS)) for c in
+                    range((layer * len(POOLS) + k) * width, (layer * len(POOLS) + k + 1) * width)]
+                for k, p in enumerate(POOLS)}
+        for name, pools in (("max-pooled", ["max"]), ("question-mean", ["question-mean"]), ("all-pools", POOLS)):
+            if name in pooled:
+                c = [i for p in pools for i in cols[p]]
+                mats[name] = (torch.cat([x, xp[:, c]], 1), torch.cat([xb, xbp[:, c]], 1))
     shipped_mats = (x, xb)
     tr = [i for i, e in enumerate(ex) if e.split == "train"]
     ho = [i for i, e in enumerate(ex) if e.split == "heldout"]
@@ -237,7 +322,7 @@ def main() -> int:
     recipes = {"shipped": fit, "balanced": balanced, "smollm2-x3": with_smollm2,
                "smollm2-nobench-x3": with_smollm2_nobench, "no-first-sentences": without("alpaca-first-sentence"),
                "no-contrast": without("contrast"), "unwrapped": with_unwrapped, "response-only": fit,
-               "prompt-and-response": fit}
+               "prompt-and-response": fit, "max-pooled": fit, "question-mean": fit, "all-pools": fit}
     for name in chosen:
         recipe = recipes[name]
         x, xb = mats.get(name, shipped_mats)  # the functions above read x (closures): this variant's features

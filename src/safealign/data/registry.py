@@ -327,7 +327,7 @@ def load_labelled(name: str, limit: int | None = None) -> list[LabelledResponse]
         raise SafealignError(f"'{name}' is a {entry.kind} dataset, not labelled responses", field="dataset")
     if split and split not in entry.splits:
         raise SafealignError(f"unknown split '{split}' (choose from {', '.join(entry.splits)})", field="dataset")
-    root = local_path(entry)
+    root = local_path(entry)  # PyRIT's scorer_evals layout (the one labelled entry so far)
     files_of = {"objective": sorted((root / "objective").glob("*.csv")),
                 "refusal": sorted((root / "refusal_scorer").glob("*.csv")) + [root / "sample" / "mini_refusal.csv"]}
     out: list[LabelledResponse] = []
