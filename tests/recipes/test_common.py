@@ -4,6 +4,7 @@ resume only the same run), data fingerprints."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,17 @@ def test_trainer_kwargs_build_real_trl_configs(tmp_path, precision):
     kw = t.trainer_kwargs(seed=7)
     assert kw["seed"] == 7 and "max_length" not in kw and "output_dir" not in kw
     for cls in (SFTConfig, DPOConfig, RewardConfig):
-        args = cls(output_dir=str(tmp_path), **kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            args = cls(output_dir=str(tmp_path), **kw)
         assert args.max_steps == 5 and args.gradient_checkpointing is False
+        assert not [w for w in caught if "gradient_checkpointing" in str(w.message)]  # no deprecated name passed
         # TRL's default is bf16 everywhere; ours is bf16 only on hardware with bf16 units
         expected = {"fp32": False, "bf16": True, "auto": common.native_bf16()}[precision]
         assert args.bf16 is expected and not args.fp16
     assert common.resolve_precision("fp16") == (False, True)
+    on = DPOConfig(output_dir=str(tmp_path), **TrainConfig(gradient_checkpointing=True).trainer_kwargs())
+    assert on.gradient_checkpointing is True and on.gradient_checkpointing_kwargs == {"use_reentrant": False}
 
 
 def test_records_fingerprint_tells_data_apart():

@@ -118,14 +118,26 @@ class TrainConfig:
             seed=self.seed if seed is None else seed, logging_steps=self.logging_steps, warmup_steps=self.warmup_ratio,
             lr_scheduler_type=self.lr_scheduler, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
             save_strategy="steps" if self.save_steps > 0 else "no", save_steps=max(self.save_steps, 1),
-            save_total_limit=1, bf16=bf16, fp16=fp16, gradient_checkpointing=self.gradient_checkpointing,
-            report_to="none", dataloader_num_workers=0, dataloader_pin_memory=_has_cuda(),
+            save_total_limit=1, bf16=bf16, fp16=fp16, report_to="none", dataloader_num_workers=0, dataloader_pin_memory=_has_cuda(),
         )
+        name = _checkpointing_arg()
+        kw[name] = self.gradient_checkpointing
         if self.gradient_checkpointing:
-            kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+            kw[f"{name}_kwargs"] = {"use_reentrant": False}
         if (bf16 or fp16) and not _has_cuda():
             kw["use_cpu"] = True  # transformers accepts CPU mixed precision only when asked for explicitly
         return kw
+
+
+def _checkpointing_arg() -> str:
+    """``activation_checkpointing`` where ``TrainingArguments`` has it (transformers 5.x, where the old name warns
+    that it is deprecated), else ``gradient_checkpointing``."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _has_cuda() -> bool:
