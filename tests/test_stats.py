@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from safealign.stats import accuracy, median, rate, rate_with_ci, wilson
+from safealign.stats import accuracy, f1_score, median, paired_f1_delta, rate, rate_with_ci, wilson
 
 
 def test_wilson_matches_the_closed_form():
@@ -35,3 +35,35 @@ def test_median_and_accuracy():
     assert median([]) is None and median([math.nan, 1.0]) == 1.0
     acc = accuracy([True, True, False], [True, False, False])
     assert acc["k"] == 2 and acc["n"] == 3
+
+
+def test_f1_score_by_hand():
+    gold = [True, True, True, False, False]
+    assert f1_score(gold, [True, True, False, True, False]) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert f1_score([False, False], [True, False]) is None  # no positive label
+
+
+def test_paired_f1_delta_sees_a_clear_gap_and_not_a_tie():
+    gold = [i % 2 == 0 for i in range(200)]
+    perfect, coin = list(gold), [i % 4 in (0, 1) for i in range(200)]  # coin: right on half the positives
+    d = paired_f1_delta(gold, coin, perfect)
+    assert d["b"] == 1.0 and d["a"] == pytest.approx(0.5) and d["delta"] == pytest.approx(0.5)
+    assert 0 < d["ci"][0] <= 0.5 <= d["ci"][1]
+    same = paired_f1_delta(gold, coin, coin)
+    assert same["delta"] == 0 and same["ci"] == [0, 0]
+    swapped = paired_f1_delta(gold, perfect, coin)
+    assert swapped["delta"] == pytest.approx(-0.5) and swapped["ci"][1] < 0
+
+
+def test_paired_f1_delta_resamples_whole_groups():
+    # 10 prompts x 10 responses; b is right on every response of prompts 0-4 only: by prompt the interval is wider
+    gold = [True, False] * 50
+    a = [False] * 100
+    b = [g if i < 50 else False for i, g in enumerate(gold)]
+    by_row = paired_f1_delta(gold, a, b, n_boot=500)
+    by_prompt = paired_f1_delta(gold, a, b, groups=[i // 10 for i in range(100)], n_boot=500)
+    assert by_row["delta"] == by_prompt["delta"]
+    assert by_prompt["ci"][1] - by_prompt["ci"][0] > by_row["ci"][1] - by_row["ci"][0]
+    assert paired_f1_delta([False, False], [True, False], [False, False]) is None
+    with pytest.raises(ValueError):
+        paired_f1_delta([True], [True, False], [True])

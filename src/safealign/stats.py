@@ -8,6 +8,7 @@ report all use this one module; it imports nothing of safealign).
     paired_delta(a_only, b_only, n)   # rate_b - rate_a of paired booleans, with its 95% interval
     paired_mean_delta(pairs)   # mean of b - a over paired numbers, with its 95% interval
     mcnemar_p(n01, n10)        # exact two-sided McNemar test
+    paired_f1_delta(gold, a, b, groups)   # F1 of predictions b minus a's, with a bootstrap interval by group
 
 One rule for nothing to count (n = 0): the rate is None and its interval the uninformative [0, 1] (Wilson at 0/0),
 everywhere. The Wilson interval stays inside [0, 1] and is sensible at 0/n and n/n, where the normal approximation
@@ -127,3 +128,44 @@ def bootstrap_median_ci(values: Sequence[float], n_boot: int = 2000, seed: int =
     lo = meds[int(math.floor((1 - level) / 2 * n_boot))]
     hi = meds[min(n_boot - 1, int(math.ceil((1 + level) / 2 * n_boot)) - 1)]
     return (lo, hi)
+
+
+def f1_score(gold: Sequence[bool], pred: Sequence[bool]) -> float | None:
+    """F1 of the positive class; None when there is no positive label."""
+    tp = sum(g and p for g, p in zip(gold, pred))
+    fp = sum(p and not g for g, p in zip(gold, pred))
+    fn = sum(g and not p for g, p in zip(gold, pred))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fn else None
+
+
+def paired_f1_delta(gold: Sequence[bool], pred_a: Sequence[bool], pred_b: Sequence[bool],
+                    groups: Sequence[Any] | None = None, n_boot: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> dict[str, Any] | None:
+    """F1(b) - F1(a) of two classifiers' predictions on the same items, with a paired percentile-bootstrap interval
+    that resamples whole ``groups`` (e.g. the prompt: several responses to one prompt are not independent; default:
+    each item its own group). ``{"a", "b", "delta", "ci"}``; None when there is no positive label."""
+    import random
+
+    if len(gold) != len(pred_a) or len(gold) != len(pred_b):
+        raise ValueError("gold and both predictions must have the same length")
+    a, b = f1_score(gold, pred_a), f1_score(gold, pred_b)
+    if a is None or b is None:
+        return None
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups if groups is not None else range(len(gold))):
+        by_group.setdefault(g, []).append(i)
+    clusters = list(by_group.values())
+    rng = random.Random(seed)
+    deltas = []
+    for _ in range(n_boot):
+        idx = [i for c in rng.choices(clusters, k=len(clusters)) for i in c]
+        g = [gold[i] for i in idx]
+        fa, fb = f1_score(g, [pred_a[i] for i in idx]), f1_score(g, [pred_b[i] for i in idx])
+        if fa is not None and fb is not None:
+            deltas.append(fb - fa)
+    deltas.sort()
+    k = len(deltas)
+    lo = deltas[int(math.floor((1 - level) / 2 * k))] if k else None
+    hi = deltas[min(k - 1, int(math.ceil((1 + level) / 2 * k)) - 1)] if k else None
+    return {"a": round(a, 6), "b": round(b, 6), "delta": round(b - a, 6),
+            "ci": None if lo is None else [round(lo, 6), round(hi, 6)]}
