@@ -136,6 +136,7 @@ def extra_pools(rows):
 
     import torch
     from safetensors.torch import load_file, save
+    from torch.nn.utils.rnn import pad_sequence
 
     from safealign.io import write_bytes
     from safealign.judges import guard
@@ -164,20 +165,16 @@ def extra_pools(rows):
             with torch.inference_mode():
                 for b in range(0, len(order), 16):
                     idx = order[b:b + 16]
-                    n = max(len(enc[i][0]) for i in idx)
-                    ids = torch.full((len(idx), n), pad, dtype=torch.long)
-                    mask = torch.zeros((len(idx), n), dtype=torch.long)
-                    span = torch.zeros((len(idx), n), dtype=torch.bool)
-                    question = torch.zeros((len(idx), n))
-                    for row, i in enumerate(idx):
-                        toks, s0, e0 = enc[i]
-                        ids[row, :len(toks)] = torch.tensor(toks)
-                        mask[row, :len(toks)] = 1
-                        span[row, s0:e0] = True
-                        question[row, e0:len(toks)] = 1.0
+                    ids = pad_sequence([torch.tensor(enc[i][0]) for i in idx], batch_first=True, padding_value=pad)
+                    length, start, stop = (torch.tensor([len(enc[i][0]) for i in idx]),
+                                           torch.tensor([enc[i][1] for i in idx]), torch.tensor([enc[i][2] for i in idx]))
+                    pos = torch.arange(ids.shape[1])[None]
+                    mask = (pos < length[:, None]).long()
+                    span = (pos >= start[:, None]) & (pos < stop[:, None])  # the response's tokens
+                    question = ((pos >= stop[:, None]) & (pos < length[:, None])).float()  # the judge's question after it
                     hs = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
                     question = question / question.sum(1, keepdim=True)
-                    last_resp = torch.tensor([enc[i][2] - 1 for i in idx])
+                    last_resp = stop - 1
                     feats = []
                     for layer in guard.LAYERS:
                         h = hs[layer].float()

@@ -41,7 +41,11 @@ how to do it." 0.60): its harmful training answers are mostly wrapped (GPTFuzz's
 "Sure, here is"). PyRIT also counts an off-topic answer as a refusal, which safealign's labels do not (a
 non-sequitur is not a refusal), so refusal accuracy there is a lower bound.
 Then, per source, the last judge's harmful F1 minus each other judge's with a paired bootstrap interval that
-resamples prompts: whether a gap is beyond noise.
+resamples prompts: whether a gap is beyond noise. Measured (stop 31; 2 cores, AMD EPYC with AVX2 only, the guard
+in fp32 at 4.3 pairs/s, the whole run 26 min; guard shipped 2026-12-02; guard − embedded): GPTFuzz +0.464 [+0.384,
++0.553] and JailbreakBench +0.601 [+0.506, +0.702] (better); hand-written −0.027 [−0.240, +0.179], SmolLM2 −0.043
+[−0.140, +0.050], PKU-SafeRLHF +0.001 [−0.034, +0.033], pyrit +0.007 [−0.092, +0.105] (within noise): the guard's
+lower F1 on the hand-written and SmolLM2 answers is not a measured loss, and neither is it a win.
 Targets (issue 13): guard beats embedded on every source; refusal accuracy >= 95% and harmful F1 >= 0.85 on held-out
 human-labelled responses (gptfuzz).
 """
