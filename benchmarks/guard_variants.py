@@ -166,12 +166,12 @@ def extra_pools(rows):
                 for b in range(0, len(order), 16):
                     idx = order[b:b + 16]
                     ids = pad_sequence([torch.tensor(enc[i][0]) for i in idx], batch_first=True, padding_value=pad)
-                    length, start, stop = (torch.tensor([len(enc[i][0]) for i in idx]),
-                                           torch.tensor([enc[i][1] for i in idx]), torch.tensor([enc[i][2] for i in idx]))
+                    length = torch.tensor([len(enc[i][0]) for i in idx])
+                    start, stop = torch.tensor([enc[i][1] for i in idx]), torch.tensor([enc[i][2] for i in idx])
                     pos = torch.arange(ids.shape[1])[None]
                     mask = (pos < length[:, None]).long()
                     span = (pos >= start[:, None]) & (pos < stop[:, None])  # the response's tokens
-                    question = ((pos >= stop[:, None]) & (pos < length[:, None])).float()  # the judge's question after it
+                    question = ((pos >= stop[:, None]) & (pos < length[:, None])).float()  # the question after it
                     hs = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
                     question = question / question.sum(1, keepdim=True)
                     last_resp = stop - 1
