@@ -8,6 +8,7 @@ report all use this one module; it imports nothing of safealign).
     paired_delta(a_only, b_only, n)   # rate_b - rate_a of paired booleans, with its 95% interval
     paired_mean_delta(pairs)   # mean of b - a over paired numbers, with its 95% interval
     mcnemar_p(n01, n10)        # exact two-sided McNemar test
+    f1_score(gold, pred)       # F1 of the positive class
     paired_f1_delta(gold, a, b, groups)   # F1 of predictions b minus a's, with a bootstrap interval by group
 
 One rule for nothing to count (n = 0): the rate is None and its interval the uninformative [0, 1] (Wilson at 0/0),

@@ -118,7 +118,8 @@ class TrainConfig:
             seed=self.seed if seed is None else seed, logging_steps=self.logging_steps, warmup_steps=self.warmup_ratio,
             lr_scheduler_type=self.lr_scheduler, weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
             save_strategy="steps" if self.save_steps > 0 else "no", save_steps=max(self.save_steps, 1),
-            save_total_limit=1, bf16=bf16, fp16=fp16, report_to="none", dataloader_num_workers=0, dataloader_pin_memory=_has_cuda(),
+            save_total_limit=1, bf16=bf16, fp16=fp16, report_to="none", dataloader_num_workers=0,
+            dataloader_pin_memory=_has_cuda(),
         )
         name = _checkpointing_arg()
         kw[name] = self.gradient_checkpointing
