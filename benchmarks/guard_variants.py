@@ -26,7 +26,7 @@ source it never saw would see).
 
 - ``max-pooled`` / ``question-mean`` / ``all-pools``: the shipped features plus, per layer read, the element-wise
   max over the response's tokens / the mean over the question's tokens (the judge's question after the response) /
-  both and the response's last token (``extra_pools``: a second forward pass, cached). Asks whether a salient
+  both and the response's last token (``pools``: a second forward pass, cached). Asks whether a salient
   token (a max) carries the plain harmful answers the shipped mean misses. Not measured yet: the extra pass costs
   as much as the features (stop 31 had an AVX2-only CPU, where each pass is ~80 minutes); checked to run on a few
   pairs.
@@ -127,65 +127,51 @@ SOURCES = ("gptfuzz", "jailbreakbench", "pku-saferlhf", "hand-written", "smollm2
            "smollm2, other prompts")
 
 
-def extra_pools(rows):
-    """[n, len(POOLS) * len(LAYERS) * hidden]: per layer of ``guard.LAYERS``, the element-wise max over the
+def pools(backbone, tok, prompts, responses, batch_size: int = 16, progress=None, layers=None):
+    """[n, len(POOLS) * len(layers) * hidden]: per layer read (``guard.LAYERS``), the element-wise max over the
     response's tokens, the mean over the question's tokens (after the response) and the response's last token's
-    state — pools the shipped head does not read. One forward pass per pair, as ``guard.features``; cached in chunks
-    (``guard._chunks``) under the cache's ``judges/guard-variant-pools-*``."""
-    import hashlib
-
+    state — pools the shipped head does not read. A reader with ``guard.features``' signature: one forward pass per
+    pair, batches of similar lengths."""
     import torch
-    from safetensors.torch import load_file, save
     from torch.nn.utils.rnn import pad_sequence
 
-    from safealign.io import write_bytes
     from safealign.judges import guard
-    from safealign.models import cache_dir
-    from safealign.progress import progress_bar
 
-    backbone, tok, dtype = guard.load_backbone()
-    key = hashlib.sha256(f"{guard.backbone_dir()}|{dtype}|{guard.feature_hash()}|{POOLS}".encode()).hexdigest()[:16]
-    cache = cache_dir() / "judges" / f"guard-variant-pools-{key}"
-    cache.mkdir(parents=True, exist_ok=True)
+    layers = layers or guard.LAYERS
     frame = guard.chat_frame(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    parts = []
-    with progress_bar() as bar:
-        task = bar.add_task(f"extra pools ({len(rows)} pairs)", total=len(rows))
-        for c, end in guard._chunks(rows, 512):
-            sub = rows[c:end]
-            f = cache / guard._chunk_name(sub)
-            if f.exists():
-                parts.append(load_file(str(f))["x"])
-                bar.update(task, completed=end)
-                continue
-            enc = [guard.encode_pair(tok, e.prompt, e.response, frame) for e in sub]
-            order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
-            out = torch.zeros(len(enc), len(POOLS) * len(guard.LAYERS) * backbone.config.hidden_size)
-            with torch.inference_mode():
-                for b in range(0, len(order), 16):
-                    idx = order[b:b + 16]
-                    ids = pad_sequence([torch.tensor(enc[i][0]) for i in idx], batch_first=True, padding_value=pad)
-                    length = torch.tensor([len(enc[i][0]) for i in idx])
-                    start, stop = torch.tensor([enc[i][1] for i in idx]), torch.tensor([enc[i][2] for i in idx])
-                    pos = torch.arange(ids.shape[1])[None]
-                    mask = (pos < length[:, None]).long()
-                    span = (pos >= start[:, None]) & (pos < stop[:, None])  # the response's tokens
-                    question = ((pos >= stop[:, None]) & (pos < length[:, None])).float()  # the question after it
-                    hs = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-                    question = question / question.sum(1, keepdim=True)
-                    last_resp = stop - 1
-                    feats = []
-                    for layer in guard.LAYERS:
-                        h = hs[layer].float()
-                        feats.append(h.masked_fill(~span[..., None], float("-inf")).max(1).values)
-                        feats.append(torch.einsum("bt,btd->bd", question, h))
-                        feats.append(h[torch.arange(len(idx)), last_resp])
-                    out[idx] = torch.cat(feats, 1)
-                    bar.update(task, completed=c + min(b + 16, len(order)))
-            write_bytes(f, save({"x": out.to(torch.float16)}))
-            parts.append(out.to(torch.float16))
-    return torch.cat(parts).float()
+    enc = [guard.encode_pair(tok, p, r, frame) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
+    out = torch.zeros(len(enc), len(POOLS) * len(layers) * backbone.config.hidden_size)
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            ids = pad_sequence([torch.tensor(enc[i][0]) for i in idx], batch_first=True, padding_value=pad)
+            length = torch.tensor([len(enc[i][0]) for i in idx])
+            start, stop = torch.tensor([enc[i][1] for i in idx]), torch.tensor([enc[i][2] for i in idx])
+            pos = torch.arange(ids.shape[1])[None]
+            mask = (pos < length[:, None]).long()
+            span = (pos >= start[:, None]) & (pos < stop[:, None])  # the response's tokens
+            question = ((pos >= stop[:, None]) & (pos < length[:, None])).float()  # the judge's question after it
+            hs = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            question = question / question.sum(1, keepdim=True)
+            feats = []
+            for layer in layers:
+                h = hs[layer].float()
+                feats.append(h.masked_fill(~span[..., None], float("-inf")).max(1).values)
+                feats.append(torch.einsum("bt,btd->bd", question, h))
+                feats.append(h[torch.arange(len(idx)), stop - 1])
+            out[idx] = torch.cat(feats, 1)
+            if progress:
+                progress(min(b + batch_size, len(order)), len(order))
+    return out
+
+
+def extra_pools(rows):
+    """``pools`` of every row, cached in chunks as ``guard.compute_features`` caches the shipped features."""
+    from safealign.judges import guard
+
+    return guard.compute_features(rows, reader=pools)[0]
 
 
 def f1_text(d: dict | None) -> str:
@@ -255,9 +241,9 @@ def main() -> int:
         cols = {p: [c for layer in range(len(guard.LAYERS)) for c in
                     range((layer * len(POOLS) + k) * width, (layer * len(POOLS) + k + 1) * width)]
                 for k, p in enumerate(POOLS)}
-        for name, pools in (("max-pooled", ["max"]), ("question-mean", ["question-mean"]), ("all-pools", POOLS)):
+        for name, kinds in (("max-pooled", ["max"]), ("question-mean", ["question-mean"]), ("all-pools", POOLS)):
             if name in pooled:
-                c = [i for p in pools for i in cols[p]]
+                c = [i for p in kinds for i in cols[p]]
                 mats[name] = (torch.cat([x, xp[:, c]], 1), torch.cat([xb, xbp[:, c]], 1))
     shipped_mats = (x, xb)
     tr = [i for i, e in enumerate(ex) if e.split == "train"]

@@ -148,11 +148,13 @@ def print_f1_gaps(sets: dict[str, list[dict]], verdicts: dict[tuple[str, str], l
     lines = []
     for set_name, rows in sets.items():
         keep = [i for i, r in enumerate(rows) if r["harmful"] is not None]
+        if not keep:
+            continue
+        gold = [rows[i]["harmful"] > 0.5 for i in keep]
+        groups = [_norm(rows[i]["prompt"]) for i in keep]
+        flagged = {spec: [not verdicts[(set_name, spec)][i].safe for i in keep] for spec in names}
         for other in names[:-1]:
-            d = keep and paired_f1_delta([rows[i]["harmful"] > 0.5 for i in keep],
-                                         [not verdicts[(set_name, other)][i].safe for i in keep],
-                                         [not verdicts[(set_name, last)][i].safe for i in keep],
-                                         groups=[_norm(rows[i]["prompt"]) for i in keep])
+            d = paired_f1_delta(gold, flagged[other], flagged[last], groups=groups)
             if d:
                 verdict = "better" if d["ci"][0] > 0 else "worse" if d["ci"][1] < 0 else "within noise"
                 lines.append(f"{set_name[:22]:22s} {last} - {other}: {d['delta']:+.3f} [{d['ci'][0]:+.3f}, "

@@ -579,17 +579,19 @@ def _chunks(examples: Sequence[Example], chunk: int) -> list[tuple[int, int]]:
 
 
 def compute_features(examples: Sequence[Example], spec: str | None = None, layers: Sequence[int] = LAYERS,
-                     chunk: int = 512):
+                     chunk: int = 512, reader: Any = None):
     """Features of every example, computed in chunks (``_chunks``) that are cached on disk (a killed run
-    resumes)."""
+    resumes). ``reader``: another function with ``features``' signature (a benchmark's other pooling), cached apart
+    under its name; default ``features``."""
     import torch
     from safetensors.torch import load_file, save
 
     from safealign.io import write_bytes
     from safealign.progress import progress_bar
 
+    read = reader or features
     backbone, tok, dtype = load_backbone(spec, layers)
-    cache = _feature_cache(f"{spec or backbone_dir()}|{tuple(layers)}", dtype)
+    cache = _feature_cache(f"{spec or backbone_dir()}|{tuple(layers)}" + (f"|{read.__name__}" if reader else ""), dtype)
     cache.mkdir(parents=True, exist_ok=True)
     parts = []
     with progress_bar() as bar:
@@ -601,8 +603,8 @@ def compute_features(examples: Sequence[Example], spec: str | None = None, layer
             if f.exists():
                 parts.append(load_file(str(f))["x"])
             else:
-                x = features(backbone, tok, [e.prompt for e in sub], [e.response for e in sub],
-                             progress=lambda k, n, c=c: bar.update(task, completed=c + k), layers=layers)
+                x = read(backbone, tok, [e.prompt for e in sub], [e.response for e in sub],
+                         progress=lambda k, n, c=c: bar.update(task, completed=c + k), layers=layers)
                 write_bytes(f, save({"x": x.to(torch.float16)}))  # atomic: a killed run leaves no half chunk
                 parts.append(x.to(torch.float16))
             bar.update(task, completed=end)
