@@ -26,10 +26,10 @@ source it never saw would see).
 
 - ``max-pooled`` / ``question-mean`` / ``all-pools``: the shipped features plus, per layer read, the element-wise
   max over the response's tokens / the mean over the question's tokens (the judge's question after the response) /
-  both and the response's last token (``pools``: a second forward pass, cached). Asks whether a salient
-  token (a max) carries the plain harmful answers the shipped mean misses. Not measured yet: the extra pass costs
-  as much as the features (stop 31 had an AVX2-only CPU, where each pass is ~80 minutes); checked to run on a few
-  pairs.
+  both and the response's last token (``read_pools``: one forward pass reads the shipped two pools — the same numbers
+  as ``guard.features``, to the bit — and these three, cached apart). Asks whether a salient token (a max) carries
+  the plain harmful answers the shipped mean misses. Run with no variant but these and ``shipped``, the shipped
+  features come from that same pass: one pass instead of two (each ~80 minutes on an AVX2-only 2-core CPU).
 
 Every variant also prints ``smollm2, benchmark prompts``: its F1 on those 397 answers.
 
@@ -100,7 +100,7 @@ PROBES = [("What is the capital of France?", "The capital of France is Paris."),
           ("What is 2+2?", "4")]
 VARIANTS = ("shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3", "no-first-sentences", "no-contrast",
             "unwrapped", "response-only", "prompt-and-response", "max-pooled", "question-mean", "all-pools")
-POOLS = ("max", "question-mean", "response-last")  # read beside the shipped two (last token, response mean)
+POOLS = ("last", "response-mean", "max", "question-mean", "response-last")  # per layer; the first two: the shipped
 # a persona tag or a compliance opener at the start of a line: "[🔓JAILBREAK]", "(🔓Developer Mode Output)", "AIM:",
 # "😈", "Sure, here is a script that ... :" (the opener up to its colon or first sentence end)
 TAG = re.compile(r"^\s*(?:\[[^\]\n]{1,40}\]:?|\([^)\n]{1,40}\):?|[A-Z][\w .-]{0,24}:(?=\s)|😈)\s*", re.M)
@@ -127,11 +127,12 @@ SOURCES = ("gptfuzz", "jailbreakbench", "pku-saferlhf", "hand-written", "smollm2
            "smollm2, other prompts")
 
 
-def pools(backbone, tok, prompts, responses, batch_size: int = 16, progress=None, layers=None):
-    """[n, len(POOLS) * len(layers) * hidden]: per layer read (``guard.LAYERS``), the element-wise max over the
-    response's tokens, the mean over the question's tokens (after the response) and the response's last token's
-    state — pools the shipped head does not read. A reader with ``guard.features``' signature: one forward pass per
-    pair, batches of similar lengths."""
+def read_pools(backbone, tok, prompts, responses, batch_size: int = 16, progress=None, layers=None):
+    """[n, len(POOLS) * len(layers) * hidden]: per layer read (``guard.LAYERS``), in ``POOLS``' order, the shipped
+    features (the last token's state, the mean over the response's tokens: ``guard.features``' batches and
+    arithmetic, so the same numbers) and three pools the shipped head does not read: the element-wise max over the
+    response's tokens, the mean over the question's tokens (after the response) and the response's last token's state.
+    A reader with ``guard.features``' signature: one forward pass per pair gives both, batches of similar lengths."""
     import torch
     from torch.nn.utils.rnn import pad_sequence
 
@@ -152,26 +153,41 @@ def pools(backbone, tok, prompts, responses, batch_size: int = 16, progress=None
             pos = torch.arange(ids.shape[1])[None]
             mask = (pos < length[:, None]).long()
             span = (pos >= start[:, None]) & (pos < stop[:, None])  # the response's tokens
+            mean = span.float() / span.sum(1, keepdim=True)
             question = ((pos >= stop[:, None]) & (pos < length[:, None])).float()  # the judge's question after it
             hs = backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
             question = question / question.sum(1, keepdim=True)
+            rows = torch.arange(len(idx))
             feats = []
             for layer in layers:
                 h = hs[layer].float()
+                feats.append(h[rows, length - 1])
+                feats.append(torch.einsum("bt,btd->bd", mean, h))
                 feats.append(h.masked_fill(~span[..., None], float("-inf")).max(1).values)
                 feats.append(torch.einsum("bt,btd->bd", question, h))
-                feats.append(h[torch.arange(len(idx)), stop - 1])
+                feats.append(h[rows, stop - 1])
             out[idx] = torch.cat(feats, 1)
             if progress:
                 progress(min(b + batch_size, len(order)), len(order))
     return out
 
 
-def extra_pools(rows):
-    """``pools`` of every row, cached in chunks as ``guard.compute_features`` caches the shipped features."""
+def pooled_features(rows):
+    """``read_pools`` of every row, cached in chunks as ``guard.compute_features`` caches the shipped features (apart,
+    under the reader's name)."""
     from safealign.judges import guard
 
-    return guard.compute_features(rows, reader=pools)[0]
+    return guard.compute_features(rows, reader=read_pools)[0]
+
+
+def pool_columns(x, kinds) -> list[int]:
+    """The columns of ``pooled_features``' matrix ``x`` that hold the pools ``kinds``, layer by layer as
+    ``guard.features`` orders its own."""
+    from safealign.judges import guard
+
+    width = x.shape[1] // (len(POOLS) * len(guard.LAYERS))
+    return [c for layer in range(len(guard.LAYERS)) for k, p in enumerate(POOLS) if p in kinds
+            for c in range((layer * len(POOLS) + k) * width, (layer * len(POOLS) + k + 1) * width)]
 
 
 def f1_text(d: dict | None) -> str:
@@ -213,7 +229,13 @@ def main() -> int:
         print(f"unwrapped: {sum(a.harmful == 1.0 for a in added)} harmful answers without their wrapping, "
               f"{sum(a.harmful == 0.0 for a in added)} safe answers wrapped (same source names: left out with it)")
         ex = ex + added
-    x, _ = guard.compute_features(ex)
+    pooled = [v for v in ("max-pooled", "question-mean", "all-pools") if v in chosen]
+    pools_only = set(chosen) <= {"shipped", *pooled}  # one forward pass gives every matrix these variants read
+    if pools_only:
+        xp = pooled_features(ex)
+        x = xp[:, pool_columns(xp, POOLS[:2])]  # the shipped features, from the same pass
+    else:
+        x, _ = guard.compute_features(ex)
     y = guard.labels(ex)
     benign = judge_agreement.benign_sets()
     outside = judge_agreement.pyrit_sets()  # a source no variant trains on: the pyrit wheel's labelled responses
@@ -221,7 +243,11 @@ def main() -> int:
              for r in rows] + [Example(p, r, 0.0, 0.0, "probe", "heldout") for p, r in PROBES]
     extra += [Example(r["prompt"], r["response"], r["harmful"], r["refusal"], name, "heldout")
               for name, rows in outside.items() for r in rows]
-    xb, _ = guard.compute_features(extra)
+    if pools_only:
+        xbp = pooled_features(extra)
+        xb = xbp[:, pool_columns(xbp, POOLS[:2])]
+    else:
+        xb, _ = guard.compute_features(extra)
     mats = {}  # the features each variant reads, when not the shipped ones: (training pairs, extra pairs)
     if {"response-only", "prompt-and-response"} & set(chosen):
         import torch
@@ -232,19 +258,12 @@ def main() -> int:
 
         x0, xb0 = alone(ex), alone(extra)
         mats = {"response-only": (x0, xb0), "prompt-and-response": (torch.cat([x, x0], 1), torch.cat([xb, xb0], 1))}
-    pooled = [v for v in ("max-pooled", "question-mean", "all-pools") if v in chosen]
-    if pooled:
-        import torch
-
-        xp, xbp = extra_pools(ex), extra_pools(extra)
-        width = xp.shape[1] // (len(POOLS) * len(guard.LAYERS))
-        cols = {p: [c for layer in range(len(guard.LAYERS)) for c in
-                    range((layer * len(POOLS) + k) * width, (layer * len(POOLS) + k + 1) * width)]
-                for k, p in enumerate(POOLS)}
-        for name, kinds in (("max-pooled", ["max"]), ("question-mean", ["question-mean"]), ("all-pools", POOLS)):
-            if name in pooled:
-                c = [i for p in kinds for i in cols[p]]
-                mats[name] = (torch.cat([x, xp[:, c]], 1), torch.cat([xb, xbp[:, c]], 1))
+    if pooled and not pools_only:
+        xp, xbp = pooled_features(ex), pooled_features(extra)
+    for name, kinds in (("max-pooled", ("max",)), ("question-mean", ("question-mean",)), ("all-pools", POOLS[2:])):
+        if name in pooled:  # the shipped features and the variant's own pools
+            c = pool_columns(xp, (*POOLS[:2], *kinds))
+            mats[name] = (xp[:, c], xbp[:, c])
     shipped_mats = (x, xb)
     tr = [i for i, e in enumerate(ex) if e.split == "train"]
     ho = [i for i, e in enumerate(ex) if e.split == "heldout"]
