@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from safealign.stats import accuracy, f1_score, median, paired_f1_delta, rate, rate_with_ci, wilson
+from safealign.stats import (accuracy, f1_score, median, paired_f1_delta, precision_recall_f1, rate, rate_with_ci,
+                             wilson)
 
 
 def test_wilson_matches_the_closed_form():
@@ -41,6 +42,17 @@ def test_f1_score_by_hand():
     gold = [True, True, True, False, False]
     assert f1_score(gold, [True, True, False, True, False]) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     assert f1_score([False, False], [True, False]) is None  # no positive label
+
+
+def test_precision_recall_f1_counts_by_hand():
+    d = precision_recall_f1([True, True, True, False, False], [True, True, False, True, False])
+    assert (d["tp"], d["fp"], d["fn"]) == (2, 1, 1)
+    assert d["precision"] == pytest.approx(2 / 3) and d["recall"] == pytest.approx(2 / 3)
+    assert d["f1"] == pytest.approx(2 / 3)
+    none = precision_recall_f1([True, False], [False, False])  # nothing predicted positive
+    assert none["precision"] is None and none["recall"] == 0.0 and none["f1"] == 0.0
+    with pytest.raises(ValueError, match="same length"):
+        precision_recall_f1([True], [True, False])
 
 
 def test_paired_f1_delta_sees_a_clear_gap_and_not_a_tie():

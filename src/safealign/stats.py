@@ -8,7 +8,8 @@ report all use this one module; it imports nothing of safealign).
     paired_delta(a_only, b_only, n)   # rate_b - rate_a of paired booleans, with its 95% interval
     paired_mean_delta(pairs)   # mean of b - a over paired numbers, with its 95% interval
     mcnemar_p(n01, n10)        # exact two-sided McNemar test
-    f1_score(gold, pred)       # F1 of the positive class
+    precision_recall_f1(gold, pred)   # counts, precision, recall and F1 of the positive class
+    f1_score(gold, pred)       # its F1 alone
     paired_f1_delta(gold, a, b, groups)   # F1 of predictions b minus a's, with a bootstrap interval by group
 
 One rule for nothing to count (n = 0): the rate is None and its interval the uninformative [0, 1] (Wilson at 0/0),
@@ -131,12 +132,21 @@ def bootstrap_median_ci(values: Sequence[float], n_boot: int = 2000, seed: int =
     return (lo, hi)
 
 
+def precision_recall_f1(gold: Sequence[bool], pred: Sequence[bool]) -> dict[str, Any]:
+    """``{"tp", "fp", "fn", "precision", "recall", "f1"}`` of the positive class: precision None when nothing is
+    predicted positive, recall and F1 None when there is no positive label."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold and pred must have the same length, got {len(gold)} and {len(pred)}")
+    tp = sum(bool(g and p) for g, p in zip(gold, pred))
+    fp = sum(bool(p and not g) for g, p in zip(gold, pred))
+    fn = sum(bool(g and not p) for g, p in zip(gold, pred))
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None, "f1": 2 * tp / (2 * tp + fp + fn) if tp + fn else None}
+
+
 def f1_score(gold: Sequence[bool], pred: Sequence[bool]) -> float | None:
     """F1 of the positive class; None when there is no positive label."""
-    tp = sum(g and p for g, p in zip(gold, pred))
-    fp = sum(p and not g for g, p in zip(gold, pred))
-    fn = sum(g and not p for g, p in zip(gold, pred))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fn else None
+    return precision_recall_f1(gold, pred)["f1"]
 
 
 def paired_f1_delta(gold: Sequence[bool], pred_a: Sequence[bool], pred_b: Sequence[bool],
