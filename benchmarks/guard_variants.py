@@ -28,8 +28,9 @@ source it never saw would see).
   max over the response's tokens / the mean over the question's tokens (the judge's question after the response) /
   both and the response's last token (``read_pools``: one forward pass reads the shipped two pools — the same numbers
   as ``guard.features``, to the bit — and these three, cached apart). Asks whether a salient token (a max) carries
-  the plain harmful answers the shipped mean misses. Run with no variant but these and ``shipped``, the shipped
-  features come from that same pass: one pass instead of two (each ~80 minutes on an AVX2-only 2-core CPU).
+  the plain harmful answers the shipped mean misses (measured below: no). Run with no variant but these and
+  ``shipped``, the shipped features come from that same pass: one pass instead of two (each ~80 minutes on an
+  AVX2-only 2-core CPU).
 
 Every variant also prints ``smollm2, benchmark prompts``: its F1 on those 397 answers.
 
@@ -79,6 +80,23 @@ the red-team objective, and refusal accuracy. Stop 29:
   readings: pyrit 0.560, PKU 0.646, benign 7.0% / 10.7%.
 None lifts the pyrit score much: its misses (plain, direct harmful answers to plain requests) are not a matter of
 mix or wrapping for a frozen 135M reader.
+
+Pools (stop 32; 2 cores, AMD EPYC with AVX2 only, features in fp32: the one pass of ``read_pools`` over 20,807
+training pairs 75 min, 936 benign / probe / pyrit pairs 3.7 min; each head fit ~4-6 min; the whole run 1 h 55 min;
+``--variants shipped,max-pooled,all-pools``):
+
+- shipped (fp32 features): 0.881, 0.922, 0.578, 0.667, 0.313 (benchmark prompts 0.421); benign 2.5% / 3.6%; probes
+  0.27 1.00 0.02 0.00; pyrit 0.457 (0.67 / 0.35), refusal 71.0%; left out 0.594 / 0.709.
+- max-pooled (+ the max over the response's tokens): **0.896**, 0.909, 0.596, **0.789**, 0.335 (0.463); benign 1.5% /
+  3.6%; probes 0.03 1.00 0.00 0.00; pyrit 0.441 (0.61 / 0.35), 71.0%; left out **0.483** / 0.703.
+- all-pools (+ max, question mean, the response's last token): 0.888, 0.911, 0.603, 0.743, 0.269 (0.400); benign
+  2.5% / 1.8%; pyrit 0.420 (0.62 / 0.32), 70.4%; left out 0.482 / 0.687.
+
+The max helps on the sources it trains on (GPTFuzz +0.015, PKU +0.018, hand-written +0.12 on 115 cases) and costs
+0.11 of F1 on GPTFuzz left out of training (recall 0.47 -> 0.34) and 0.016 on pyrit: a salient token fits the
+sources seen better and carries less to a jailbreak source never seen — the trade every variant so far made. Not
+shipped: the outside check (labelled responses of sources the project does not have) is what the shipped reader is
+kept for.
 """
 
 from __future__ import annotations
