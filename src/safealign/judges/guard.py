@@ -62,6 +62,10 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
   0.783 / 0.434 / 0.708; the last token alone 0.656 / 0.411 / 0.545; layers 18-30 0.736 / 0.615 / 0.677; layers 6-18
   0.731 / 0.345 / 0.633; a 64-wide head 0.744 / 0.543 / 0.596 (the shipped shape: 0.731 / 0.572 / 0.655 at 0.5) — no
   variant better on all three (these SmolLM2 figures are of the smaller held-out set before stop 23).
+- Other pools beside these two (stop 32, ``guard_variants.py``, fp32 features): adding the max over the response's
+  tokens lifts held-out GPTFuzz 0.881 -> 0.896, PKU 0.578 -> 0.596, hand-written 0.667 -> 0.789, costs
+  JailbreakBench 0.922 -> 0.909 and pyrit 0.457 -> 0.441, and GPTFuzz left out of training drops 0.594 -> 0.483;
+  with the question's mean and the response's last token too, no better. Not shipped.
 - LoRA (r 16, every linear map) on layers 22-29 with a fresh head, one epoch from cached layer-22 states
   (``guard_lora``, ``--lora``; 42 minutes here for 20,105 pairs, 22 of them the epoch), before stop 23: 0.862 /
   0.906 held-out on GPTFuzz / JailbreakBench with PKU, below the frozen head; more epochs or all 30 layers need a GPU.
