@@ -18,7 +18,11 @@ LOG_EVERY = 60.0  # seconds between two plain progress lines of one task when st
 
 class _Progress(Progress):
     """rich's ``Progress`` that, off a terminal, writes "<task>: <done>/<total> (<elapsed>)" per task at most every
-    ``LOG_EVERY`` seconds (the first line one interval after the task starts)."""
+    ``LOG_EVERY`` seconds (the first one interval after the task's first update)."""
+
+    def __init__(self, *columns, **kw) -> None:
+        super().__init__(*columns, **kw)
+        self._logged: dict = {}  # task id -> when its last line was written (first: when it was first updated)
 
     def update(self, task_id, **kw) -> None:
         super().update(task_id, **kw)
@@ -31,11 +35,10 @@ class _Progress(Progress):
     def _log_line(self, task_id) -> None:
         if self.disable or self.console.is_terminal:
             return
-        logged = self.__dict__.setdefault("_logged", {})
         now = time.monotonic()
-        if now - logged.setdefault(task_id, now) < LOG_EVERY:
+        if now - self._logged.setdefault(task_id, now) < LOG_EVERY:
             return
-        logged[task_id] = now
+        self._logged[task_id] = now
         with self._lock:
             task = self._tasks.get(task_id)
             if task is None:
