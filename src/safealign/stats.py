@@ -126,10 +126,13 @@ def bootstrap_median_ci(values: Sequence[float], n_boot: int = 2000, seed: int =
         return (vals[0], vals[0])
     rng = random.Random(seed)
     n = len(vals)
-    meds = sorted(median(rng.choices(vals, k=n)) for _ in range(n_boot))
-    lo = meds[int(math.floor((1 - level) / 2 * n_boot))]
-    hi = meds[min(n_boot - 1, int(math.ceil((1 + level) / 2 * n_boot)) - 1)]
-    return (lo, hi)
+    return _percentile_interval(sorted(median(rng.choices(vals, k=n)) for _ in range(n_boot)), level)
+
+
+def _percentile_interval(ordered: Sequence[float], level: float) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap statistics sorted ascending (at least one)."""
+    k = len(ordered)
+    return (ordered[int(math.floor((1 - level) / 2 * k))], ordered[min(k - 1, int(math.ceil((1 + level) / 2 * k)) - 1)])
 
 
 def precision_recall_f1(gold: Sequence[bool], pred: Sequence[bool]) -> dict[str, Any]:
@@ -174,9 +177,5 @@ def paired_f1_delta(gold: Sequence[bool], pred_a: Sequence[bool], pred_b: Sequen
         fa, fb = f1_score(g, [pred_a[i] for i in idx]), f1_score(g, [pred_b[i] for i in idx])
         if fa is not None and fb is not None:
             deltas.append(fb - fa)
-    deltas.sort()
-    k = len(deltas)
-    lo = deltas[int(math.floor((1 - level) / 2 * k))] if k else None
-    hi = deltas[min(k - 1, int(math.ceil((1 + level) / 2 * k)) - 1)] if k else None
-    return {"a": round(a, 6), "b": round(b, 6), "delta": round(b - a, 6),
-            "ci": None if lo is None else [round(lo, 6), round(hi, 6)]}
+    ci = [round(v, 6) for v in _percentile_interval(sorted(deltas), level)] if deltas else None
+    return {"a": round(a, 6), "b": round(b, 6), "delta": round(b - a, 6), "ci": ci}
