@@ -85,6 +85,17 @@ def test_judge_score_with_a_missing_guard_dir_is_one_line(tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--judge", "guard", "--lora-epochs", "0"], "lora_epochs must be > 0"),
+    (["--judge", "guard", "--tune-from", "7"], "tune_from must be one of the layers read below the last"),
+    (["--judge", "embedded", "--tune-from", "14"], "use them with --judge guard"),
+])
+def test_judge_train_rejects_bad_lora_settings_before_any_work(tmp_path, args, needle):
+    r = cli("judge", "train", *args, "--out", tmp_path / "judge")
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "judge").exists()
+
+
 @pytest.mark.parametrize("judge", ["guard", "embedded"])
 def test_judge_train_never_replaces_a_dir_that_is_not_a_judge(tmp_path, judge):
     keep = tmp_path / "mywork" / "notes.txt"

@@ -120,7 +120,7 @@ def trained(tmp_path_factory, tiny_lm_dir, data_dir):
     os.environ["SAFEALIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     try:
         yield guard.train(tmp_path_factory.mktemp("guard") / "judge", limit=6, backbone=str(tiny_lm_dir),
-                          layers=TINY_LAYERS, tune_from=1, pku=True)
+                          layers=TINY_LAYERS, tune_from=1, pku=True, lora_epochs=2)
     finally:
         if old is None:
             os.environ.pop("SAFEALIGN_CACHE")
@@ -134,7 +134,8 @@ def test_train_writes_weights_and_a_card_that_loads_back(trained):
     assert card["version"] == guard.TUNED_VERSION and card["tune_from"] == 1 and (trained / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((trained / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] is None
     assert {"gptfuzz", "jailbreakbench", "smollm2", "hand-written", "pku-saferlhf"} <= set(card["sources"])
-    assert card["pku"] is True
+    assert card["pku"] is True and card["lora"]["epochs"] == 2
+    assert card["command"] == "safealign judge train --judge guard --out DIR --tune-from 1 --lora-epochs 2 --limit 6"
     assert "hand-written" in card["heldout"]  # (with limit=6 the two big sources have one prompt each: trained on)
     outside = card["outside"]  # the pyrit wheel's labelled responses, scored by the tuned judge as it will load
     assert outside["pyrit-scorer-evals:objective"]["n"] == 6 and outside["pyrit-scorer-evals:refusal"]["n"] == 6

@@ -77,3 +77,16 @@ def test_a_missing_adapter_is_one_clear_error(tiny_lm_dir, tmp_path):
     with pytest.raises(SafealignError, match="missing file") as e:
         guard_lora.apply_adapter(full, tmp_path / "adapter")
     assert str(tmp_path / "adapter") in str(e.value)
+
+
+@pytest.mark.parametrize("epochs, steps", [(1, 2), (2.5, 5)])
+def test_tune_runs_the_epochs_asked_for(parts, epochs, steps, monkeypatch):
+    torch, full, tok, encoded, states, spec = parts
+    monkeypatch.setattr(guard_lora, "BATCH", 2)  # 3 pairs: two batches a pass
+    frozen = guard.features(full, tok, [p for p, _ in PAIRS], [r for _, r in PAIRS], layers=LAYERS)
+    y = torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    seen = []
+    guard_lora.tune(full, guard.make_head(frozen.shape[1]), states, [(a, b) for _, a, b in encoded], frozen, y,
+                    [0, 1, 2], 1, LAYERS, progress=lambda k, n: seen.append((k, n)), epochs=epochs)
+    assert seen == [(k, steps) for k in range(1, steps + 1)]
+    assert guard_lora.settings(epochs)["epochs"] == epochs

@@ -35,7 +35,12 @@ def add_parser(sub) -> None:
     tp.add_argument("--overwrite", action="store_true", help="retrain even if a trained judge is there")
     tp.add_argument("--lora", action="store_true",
                     help="guard: LoRA on the backbone's layers 22-29, trained with a fresh head (not the shipped "
-                         "judge: measured worse on three of its five held-out sources; ~42 min on 2 cores)")
+                         "judge: one epoch measured worse on three of its five held-out sources; ~42 min on 2 cores)")
+    tp.add_argument("--tune-from", type=int, default=None, metavar="LAYER",
+                    help="guard: LoRA from this layer up (one of the layers read: 6, 10, 14, 18, 22, 26; implies "
+                         "--lora; default 22). Lower tunes more of the backbone: a GPU's work")
+    tp.add_argument("--lora-epochs", type=float, default=None, metavar="E",
+                    help="guard: passes over the training pairs when tuning (implies --lora; default 1)")
     tp.add_argument("--no-pku", dest="pku", action="store_false",
                     help="guard: leave out PKU-SafeRLHF's train pairs (plain-prose harmful answers; the shipped judge "
                          "trains on them, with 20%% of their prompts held out as the source pku-saferlhf)")
@@ -105,6 +110,9 @@ def run_train(args: argparse.Namespace) -> int:
         raise SafealignError("--limit must be >= 1", field="limit")
     if args.judge == "guard":
         return _train_guard(args)
+    if args.lora or args.tune_from is not None or args.lora_epochs is not None:
+        raise SafealignError("--lora, --tune-from and --lora-epochs tune the guard judge's backbone: use them with "
+                             "--judge guard", field="judge")
     d = embedded.train(args.out, limit=args.limit, seed=args.seed, overwrite=args.overwrite)
     meta = json.loads((d / "meta.json").read_text())
     print(f"embedded judge: {d}")
@@ -127,8 +135,10 @@ def _train_guard(args: argparse.Namespace) -> int:
     if not args.out:
         raise SafealignError("--out DIR is needed for --judge guard (the shipped judge is read-only; use it "
                              "with --judge guard:DIR)", field="out")
+    lora = args.lora or args.tune_from is not None or args.lora_epochs is not None
     d = guard.train(args.out, seed=args.seed, limit=args.limit, overwrite=args.overwrite,
-                    tune_from=guard.TUNE_FROM if args.lora else None, pku=args.pku)
+                    tune_from=(guard.TUNE_FROM if args.tune_from is None else args.tune_from) if lora else None,
+                    pku=args.pku, lora_epochs=guard.lora.EPOCHS if args.lora_epochs is None else args.lora_epochs)
     print(f"guard judge: {d}")
     print_guard_card(guard.GuardJudge(d).card)
     return 0
@@ -138,7 +148,8 @@ def print_guard_card(card: dict) -> None:
     """The card's held-out scores, one line per source."""
     parts = ", ".join(f"{v} s {k}" for k, v in card["seconds"].items() if k != "total")
     print(f"data {card['data_hash']}, code {card['code_hash']}, features in {card['feature_dtype']}"
-          + (f", LoRA from layer {card['tune_from']}" if card.get("tune_from") is not None else ", frozen backbone")
+          + (f", LoRA from layer {card['tune_from']} ({(card.get('lora') or {}).get('epochs', 1):g} epochs)"
+             if card.get("tune_from") is not None else ", frozen backbone")
           + (", with PKU-SafeRLHF's train pairs" if card.get("pku") else "")
           + f", harmful where P(harmful) > {card.get('harmful_threshold', 0.5)}"
           + f"; {card['seconds']['total']} s ({parts})")

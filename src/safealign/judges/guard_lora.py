@@ -44,8 +44,8 @@ WEIGHT_DECAY = 1e-2
 ADAPTER = "adapter"  # the adapter's folder in a judge dir
 
 
-def settings() -> dict[str, Any]:
-    return {"rank": RANK, "alpha": ALPHA, "dropout": DROPOUT, "targets": list(TARGETS), "epochs": EPOCHS,
+def settings(epochs: float = EPOCHS) -> dict[str, Any]:
+    return {"rank": RANK, "alpha": ALPHA, "dropout": DROPOUT, "targets": list(TARGETS), "epochs": epochs,
             "lr_lora": LR_LORA, "lr_head": LR_HEAD, "batch": BATCH, "weight_decay": WEIGHT_DECAY}
 
 
@@ -168,13 +168,14 @@ def pooled(hidden: Sequence[Any], mask, spans):
 
 
 def tune(backbone, head, states: Sequence[Any], spans: Sequence[tuple[int, int]], frozen_x, y, train_idx: Sequence[int],
-         tune_from: int, layers: Sequence[int], seed: int = 0, progress: Callable[[int, int], None] | None = None):
+         tune_from: int, layers: Sequence[int], seed: int = 0, progress: Callable[[int, int], None] | None = None,
+         epochs: float = EPOCHS):
     """Train LoRA on layers ``tune_from``.. of ``backbone`` (fp32, in place) together with ``head`` (fresh; its
     standardisation set from ``frozen_x``) on the pairs ``train_idx``: masked two-output BCE, each output balanced
     by pos_weight (as ``guard.fit_head``), AdamW, one-cycle schedule, batches of ``BATCH`` pairs of similar length
-    in shuffled order. ``frozen_x``: the frozen features of every pair (columns of layers <= ``tune_from`` are used
-    as they are); ``states``/``spans``: per pair, the states entering layer ``tune_from`` and the response's
-    [start, end). Returns the PEFT-wrapped backbone."""
+    in shuffled order, ``epochs`` passes over them (a fraction: that share of one pass). ``frozen_x``: the frozen
+    features of every pair (columns of layers <= ``tune_from`` are used as they are); ``states``/``spans``: per pair,
+    the states entering layer ``tune_from`` and the response's [start, end). Returns the PEFT-wrapped backbone."""
     import torch
 
     from safealign.models import native_bf16
@@ -215,7 +216,7 @@ def tune(backbone, head, states: Sequence[Any], spans: Sequence[tuple[int, int]]
                             weight_decay=WEIGHT_DECAY)
     by_length = sorted(tr, key=lambda i: len(states[i]))
     batches = [by_length[b:b + BATCH] for b in range(0, len(by_length), BATCH)]
-    total = max(1, round(len(batches) * EPOCHS))
+    total = max(1, round(len(batches) * epochs))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, [LR_LORA, LR_HEAD], total_steps=total, pct_start=0.05)
     rng = random.Random(seed)
     top.train()
