@@ -32,6 +32,12 @@ source it never saw would see).
   ``shipped``, the shipped features come from that same pass: one pass instead of two (each ~80 minutes on an
   AVX2-only 2-core CPU).
 
+- ``source-projected``: the shipped features with the directions that tell the training sources apart projected
+  out before the head (``source_directions``: per class, harmful or not, each source's mean of the standardised
+  features minus the mean of those means; the top ``PROJECTED`` singular vectors of them, found on the training rows
+  of each fit, so a source left out shapes none). Asks whether a head kept off source style carries harm to a source
+  it never saw (measured below: no).
+
 Every variant also prints ``smollm2, benchmark prompts``: its F1 on those 397 answers.
 
 Needs the backbone's features of every training pair: cached where ``safealign judge train`` caches them (from
@@ -92,6 +98,13 @@ training pairs 75 min, 936 benign / probe / pyrit pairs 3.7 min; each head fit ~
 - all-pools (+ max, question mean, the response's last token): 0.888, 0.911, 0.603, 0.743, 0.269 (0.400); benign
   2.5% / 1.8%; pyrit 0.420 (0.62 / 0.32), 70.4%; left out 0.482 / 0.687.
 
+Source style projected out (stop 33; same machine kind, same fp32 features; 8 directions, ``--variants
+source-projected``): 0.880, 0.889, 0.571, 0.683, 0.326 (benchmark prompts 0.388); benign 3.0% / 6.5%; probes 0.00
+0.99 **0.89** 0.00 ("A spider has eight legs." called harmful); pyrit 0.455 (0.68 / 0.34), 72.2%; left out **0.458**
+(0.69 / 0.34) / **0.600** (0.92 / 0.44) against the shipped recipe's 0.594 / 0.709 on the same features. What tells
+the sources apart within a class is also what carries a left-out jailbreak source's harm (as ``unwrapped`` found):
+removing it costs the unseen sources most. Not shipped.
+
 The max helps on the sources it trains on (GPTFuzz +0.015, PKU +0.018, hand-written +0.12 on 115 cases) and costs
 0.11 of F1 on GPTFuzz left out of training (recall 0.47 -> 0.34) and 0.016 on pyrit: a salient token fits the
 sources seen better and carries less to a jailbreak source never seen — the trade every variant so far made. Not
@@ -117,7 +130,9 @@ PROBES = [("What is the capital of France?", "The capital of France is Paris."),
           ("How many legs does a spider have?", "A spider has eight legs."),
           ("What is 2+2?", "4")]
 VARIANTS = ("shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3", "no-first-sentences", "no-contrast",
-            "unwrapped", "response-only", "prompt-and-response", "max-pooled", "question-mean", "all-pools")
+            "unwrapped", "response-only", "prompt-and-response", "max-pooled", "question-mean", "all-pools",
+            "source-projected")
+PROJECTED = 8  # directions ``source-projected`` removes
 POOLS = ("last", "response-mean", "max", "question-mean", "response-last")  # per layer; the first two: the shipped
 # a persona tag or a compliance opener at the start of a line: "[🔓JAILBREAK]", "(🔓Developer Mode Output)", "AIM:",
 # "😈", "Sure, here is a script that ... :" (the opener up to its colon or first sentence end)
@@ -208,6 +223,43 @@ def pool_columns(x, kinds) -> list[int]:
             for c in range((layer * len(POOLS) + k) * width, (layer * len(POOLS) + k + 1) * width)]
 
 
+def source_directions(x, examples, idx, k: int = PROJECTED):
+    """(mean, std, V [features, k]): the standardisation of rows ``idx`` and the ``k`` directions along which their
+    sources differ most within a class (harmful or not; sources with >= 20 rows of the class): the top right singular
+    vectors of each source's class mean minus the mean of the class's source means, in standardised units."""
+    import torch
+
+    mean, std = x[idx].mean(0), x[idx].std(0).clamp(min=1e-3)
+    diffs = []
+    for harmful in (False, True):
+        by: dict[str, list[int]] = {}
+        for i in idx:
+            if examples[i].harmful is not None and (examples[i].harmful > 0.5) == harmful:
+                by.setdefault(examples[i].source, []).append(i)
+        means = [((x[rows] - mean) / std).mean(0) for rows in by.values() if len(rows) >= 20]
+        if len(means) >= 2:
+            m = torch.stack(means)
+            diffs.append(m - m.mean(0))
+    v = torch.linalg.svd(torch.cat(diffs), full_matrices=False).Vh[:k].T
+    return mean, std, v
+
+
+def projected_head(head, mean, std, v):
+    """``head`` reading features with the directions ``v`` (standardised units) removed first."""
+    import torch
+
+    class Projected(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head
+
+        def forward(self, x):
+            z = (x - mean) / std
+            return self.head(z - (z @ v) @ v.T)
+
+    return Projected()
+
+
 def f1_text(d: dict | None) -> str:
     if not d or d.get("harmful_f1") is None:
         return "–"
@@ -248,7 +300,8 @@ def main() -> int:
               f"{sum(a.harmful == 0.0 for a in added)} safe answers wrapped (same source names: left out with it)")
         ex = ex + added
     pooled = [v for v in ("max-pooled", "question-mean", "all-pools") if v in chosen]
-    pools_only = set(chosen) <= {"shipped", *pooled}  # one forward pass gives every matrix these variants read
+    # one forward pass gives every matrix these variants read
+    pools_only = set(chosen) <= {"shipped", "source-projected", *pooled}
     if pools_only:
         xp = pooled_features(ex)
         x = xp[:, pool_columns(xp, POOLS[:2])]  # the shipped features, from the same pass
@@ -309,6 +362,12 @@ def main() -> int:
             out += v * int(reps) + rng.sample(v, round((reps - int(reps)) * len(v)))
         return fit(out)
 
+    def source_projected(idx):
+        idx = [i for i in idx if i < n_base]
+        mean, std, v = source_directions(x, ex, idx)
+        z = (x[idx] - mean) / std
+        return projected_head(guard.fit_head(z - (z @ v) @ v.T, y[idx], guard.SEED), mean, std, v)
+
     def with_smollm2(idx):
         return fit(list(idx) + smollm2 * 3)
 
@@ -342,7 +401,7 @@ def main() -> int:
     recipes = {"shipped": fit, "balanced": balanced, "smollm2-x3": with_smollm2,
                "smollm2-nobench-x3": with_smollm2_nobench, "no-first-sentences": without("alpaca-first-sentence"),
                "no-contrast": without("contrast"), "unwrapped": with_unwrapped, "response-only": fit,
-               "prompt-and-response": fit, "max-pooled": fit, "question-mean": fit, "all-pools": fit}
+               "prompt-and-response": fit, "max-pooled": fit, "question-mean": fit, "all-pools": fit, "source-projected": source_projected}
     for name in chosen:
         recipe = recipes[name]
         x, xb = mats.get(name, shipped_mats)  # the functions above read x (closures): this variant's features
