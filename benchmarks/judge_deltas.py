@@ -13,7 +13,7 @@ benchmark prompts past the demo's ``--limit 50`` (48 of the harm sets, 12 benign
 
 Per method and judge, over the prompts where both the method's and the base model's answers have a label: the
 labels' change (``read``), the judge's change, and the judge's change minus the labels' with a 95% interval over
-prompts (``stats.paired_mean_delta`` of the per-prompt changes): an interval that holds 0 means the judge's change
+prompts (``safealign.judges.method_changes``; ``stats.paired_mean_delta`` of the per-prompt changes): an interval that holds 0 means the judge's change
 is not biased beyond this set's noise; one that does not means a method's Δ in the report is off by about that
 much, on answers like these. Then per model the level: the labels' safe % / refusal % and the judge's, with its
 per-answer agreement.
@@ -47,55 +47,10 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-BASE = "base"
-MARK = " greedy (64 new tokens), "  # the demo's models' answers: "<model> greedy (64 new tokens), <prompt set>"
 
-
-def model_name(source: str) -> str | None:
-    """``base``, ``SIT``, ``SIT + RAFT`` or ``DPO`` for an answer of the demo's models at 64 new tokens, else None
-    ("smollm2-135m-instruct + SIT + RAFT (make demo: T=1, K=4) greedy (64 new tokens), i-cona-70" -> "SIT + RAFT")."""
-    if MARK not in source:
-        return None
-    model = source.split(MARK)[0].split(" (")[0]
-    if model == "smollm2-135m-instruct":
-        return BASE
-    prefix = "smollm2-135m-instruct + "
-    return model[len(prefix):] if model.startswith(prefix) else None
-
-
-def demo_answers() -> dict[str, dict[str, dict]]:
-    """{model: {prompt: labelled row}} of the demo's models' answers in the held-out set."""
-    from safealign.judges.embedded import read_heldout
-
-    out: dict[str, dict[str, dict]] = {}
-    for row in read_heldout():
-        model = model_name(str(row.get("source", "")))
-        if model is not None:
-            out.setdefault(model, {})[row["prompt"]] = row
-    return out
-
-
-def changes(answers: dict[str, dict[str, dict]], verdicts: dict[tuple[str, str], object], label: str,
-            model: str) -> dict | None:
-    """The labels' and the judge's change of ``label`` (safe or refusal) from base to ``model``, paired by prompt."""
-    from safealign.stats import paired_mean_delta
-
-    pairs = []
-    for prompt, row in answers[model].items():
-        base = answers[BASE].get(prompt)
-        if base is None or row.get(label) is None or base.get(label) is None:
-            continue
-        read = float(row[label]) - float(base[label])
-        judged = float(getattr(verdicts[model, prompt], label)) - float(getattr(verdicts[BASE, prompt], label))
-        pairs.append((read, judged))
-    return paired_mean_delta(pairs)
-
-
-def level(answers: dict[str, dict[str, dict]], verdicts: dict[tuple[str, str], object], label: str,
-          model: str) -> tuple[float, float, float, int]:
+def level(answers, verdicts, label: str, model: str) -> tuple[float, float, float, int]:
     """The labels' rate of ``label``, the judge's, and their per-answer agreement (each in %), over labelled answers."""
-    rows = [(bool(r[label]), bool(getattr(verdicts[model, p], label))) for p, r in answers[model].items()
-            if r.get(label) is not None]
+    rows = [(bool(r[label]), verdicts[model, p][label]) for p, r in answers[model].items() if r.get(label) is not None]
     n = len(rows)
     return (100 * sum(g for g, _ in rows) / n, 100 * sum(j for _, j in rows) / n,
             100 * sum(g == j for g, j in rows) / n, n)
@@ -106,9 +61,11 @@ def main() -> int:
     ap.add_argument("--judges", default="keywords,embedded,guard", help="comma-separated judge specs")
     args = ap.parse_args()
 
+    from safealign.judges import method_changes
     from safealign.judges.base import get_judge, judge_in_batches
+    from safealign.judges.method_changes import BASE
 
-    answers = demo_answers()
+    answers = method_changes.demo_answers()
     models = [BASE] + sorted(m for m in answers if m != BASE)
     if BASE not in answers or len(models) < 2:
         print("no answers of the demo's models in the held-out set", file=sys.stderr)
@@ -120,16 +77,17 @@ def main() -> int:
         t0 = time.perf_counter()
         found = judge_in_batches(judge, [p for _, p in keys], [answers[m][p]["response"] for m, p in keys])
         seconds = time.perf_counter() - t0
-        verdicts = dict(zip(keys, found))
+        verdicts = {k: {"safe": v.safe, "refusal": v.refusal} for k, v in zip(keys, found)}
         print(f"\n{judge.name} ({len(keys)} answers, {len(keys) / seconds:.1f} pairs/s)")
-        for label in ("safe", "refusal"):
-            for m in models[1:]:
-                c = changes(answers, verdicts, label, m)
+        changes = method_changes.measure(answers, verdicts)
+        for label in method_changes.LABELS:
+            for m, c in changes.items():
+                c = c[label]
                 if c is None:
                     continue
-                lo, hi = c["delta_ci"]
-                print(f"  {label} % change, {m} - base ({c['n']} prompts): labels {100 * c['mean_a']:+.1f}, "
-                      f"judge {100 * c['mean_b']:+.1f}; judge - labels {100 * c['delta']:+.1f} "
+                lo, hi = c["bias_ci"]
+                print(f"  {label} % change, {m} - base ({c['n']} prompts): labels {100 * c['labels']:+.1f}, "
+                      f"judge {100 * c['judge']:+.1f}; judge - labels {100 * c['bias']:+.1f} "
                       f"[{100 * lo:+.1f}, {100 * hi:+.1f}]")
         for m in models:
             s, r = level(answers, verdicts, "safe", m), level(answers, verdicts, "refusal", m)

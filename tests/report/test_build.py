@@ -107,7 +107,9 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
             "heldout_by_source": {"gptfuzz": f1, "hand-written": dict(f1, n=115, harmful_f1=0.533,
                                                                                  harmful_recall=None)},
             "unseen_by_source": {"gptfuzz": dict(f1, harmful_f1=0.562)},
-            "outside_by_source": {"pyrit-scorer-evals:objective": dict(f1, n=394, harmful_f1=0.44)}}})
+            "outside_by_source": {"pyrit-scorer-evals:objective": dict(f1, n=394, harmful_f1=0.44)},
+            "method_changes": {"DPO": {"safe": {"n": 170, "labels": 0.0, "judge": 0.088, "bias": 0.088,
+                                                "bias_ci": [0.004, 0.173]}, "refusal": None}}}})
         plan = ["judge/embedded", "judge/guard", "train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
             "eval/raft-iters", "compare/base-vs-dpo", "analyze/base-vs-dpo", "analyze/raft", "report"]
     stages = {s: {"input_hash": "abc123def4567890", "status": "done", "seconds": 12.5, "cpu_seconds": 20.0, "attempts": 1}
@@ -148,6 +150,9 @@ def test_full_report_from_result_dirs(tmp_path):
     assert "| guard (guard@abc) | hand-written (n=115) | 0.533 | – | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |" in md
     assert ("| guard (guard@abc) | pyrit-scorer-evals:objective (n=394, outside source) | 0.440 | 0.90 / 0.86 "
             "| 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |") in md
+    # the judge's change of safe % against the labels', on labelled answers of the demo's models
+    assert "| guard (guard@abc) | DPO − base | safe % | 170 | +0.0 | +8.8 | +8.8 [+0.4, +17.3] |" in md
+    assert "judge-change-table" in html
     raft_table = next(t for t in _md_tables(md) if t[0].startswith("| iteration"))
     assert [r.split("|")[1].strip() for r in raft_table[2:]] == ["0", "1", "2"]
     assert "| 2 | 0.700 | 0.400 | 80.0 | 85.0 | 0.400 | 60 |" in raft_table

@@ -167,6 +167,13 @@ def print_guard_card(card: dict) -> None:
         if unseen and unseen["harmful_f1"] is not None:
             line += f"; harmful F1 {unseen['harmful_f1']:.3f} when left out of training"
         print(line)
+    changes = card.get("method_changes") or {}
+    if changes:  # labelled answers of the demo's own models: does the judge see the change each method makes?
+        print("  safe % change from the base model, judge - labels (95% interval), on labelled answers of the demo's "
+              "models: " + ", ".join(
+                  f"{m} {100 * c['safe']['bias']:+.1f} [{100 * c['safe']['bias_ci'][0]:+.1f}, "
+                  f"{100 * c['safe']['bias_ci'][1]:+.1f}] (labels {100 * c['safe']['labels']:+.1f})"
+                  for m, c in changes.items() if c.get("safe")))
     for src, sc in (card.get("outside") or {}).items():  # a source no recipe trains on
         acc, ref = sc["harmful_accuracy"], sc["refusal_accuracy"]
         print(f"  {src} (outside source, never trained on): "

@@ -118,6 +118,7 @@ from typing import Any
 
 from safealign.errors import SafealignError
 from safealign.judges import guard_lora as lora
+from safealign.judges import method_changes
 from safealign.judges.base import Judge, register
 from safealign.records import Verdict
 
@@ -722,6 +723,8 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
                                                    progress=lambda k, n: bar.update(task, completed=k)))
         prob = judged(held)
     prob = with_decline_rule(prob, [e.response for e in held])
+    changes = method_changes.from_predictions([e.prompt for e in held], [e.response for e in held],
+                                              [p[0] <= HARMFUL_THRESHOLD for p in prob], [p[1] > 0.5 for p in prob])
     outside = outside_examples(limit)
     outside_prob = with_decline_rule(judged(outside), [e.response for e in outside]) if outside else []
     unseen, t_unseen = None, time.time()
@@ -749,6 +752,7 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         "harmful_threshold": HARMFUL_THRESHOLD,
         "sources": sources, "heldout": scores(held, prob), "unseen_source": unseen,
         "outside": scores(outside, outside_prob) if outside else None,
+        "method_changes": changes or None,
         "outside_data": _outside_data(outside, examples) if outside else None,
         "seconds": {"features": round(t_feat, 1), **(tuned["seconds"] if tuned else {}),
                     **({"unseen_source": round(t_unseen, 1)} if unseen else {}),
@@ -878,7 +882,8 @@ class GuardJudge:
         self.head.eval()
         self.path, self.name, self.batch_size, self.precision = path, name, batch_size, precision
         self.meta = {"heldout_by_source": self.card.get("heldout"), "unseen_by_source": self.card.get("unseen_source"),
-                     "outside_by_source": self.card.get("outside"), "card": str(path / "card.json")}
+                     "outside_by_source": self.card.get("outside"),
+                     "method_changes": self.card.get("method_changes"), "card": str(path / "card.json")}
         self.id = weights_id(path)
         self.layers = tuple(int(k) for k in self.card.get("layers") or LAYERS)
         self.threshold = float(self.card.get("harmful_threshold", 0.5))  # cards before it: 0.5

@@ -540,6 +540,29 @@ def provenance_section(run: dict) -> Section:
                             "one, where an off-topic answer also counts as a refusal, which safealign's labels do "
                             "not) — the closest figure here to what the judge does on a user's own models.",
                             "judge-accuracy-table"))
+    change_rows = []
+    for name, info in run.get("judges", {}).items():
+        for method, got in ((info.get("meta") or {}).get("method_changes") or {}).items():
+            for label in ("safe", "refusal"):
+                c = got.get(label) if isinstance(got, dict) else None
+                if isinstance(c, dict) and c.get("bias_ci"):
+                    lo, hi = c["bias_ci"]
+                    change_rows.append([f"{name} ({info.get('id', '?')})", f"{method} − base", f"{label} %",
+                                        str(c["n"]), f"{100 * c['labels']:+.1f}", f"{100 * c['judge']:+.1f}",
+                                        f"{100 * c['bias']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"])
+    if change_rows:
+        tables.append(Table("Does the judge see the change a method makes?",
+                            ["judge", "change", "of", "prompts", "labels", "judge", "judge − labels (95% interval)"],
+                            change_rows,
+                            "Measured when the judge was trained (its card.json), on answers of the base model and of "
+                            "the models make demo trains (as it trained them when they were labelled, not this run's "
+                            "models) to the same prompts, each labelled by reading it "
+                            "(src/safealign/judges/data/heldout.jsonl; no judge trains on them): the change of safe % "
+                            "and refusal % from the base model's answers to the method's, in points, as the labels "
+                            "show it and as the judge sees it, paired by prompt. Where the interval of judge − labels "
+                            "excludes 0, the judge's Δ for a method like that one is off by about that much: read the "
+                            "report's Δ for that method with it (and beside the second judge's).",
+                            "judge-change-table"))
     if acc_rows:
         tables.append(Table("How accurate the judge is", ["judge", "measured on", "safe accuracy %",
                                                           "refusal accuracy %"], acc_rows,
