@@ -38,7 +38,9 @@ source it never saw would see).
   of each fit, so a source left out shapes none). Asks whether a head kept off source style carries harm to a source
   it never saw (measured below: no).
 
-Every variant also prints ``smollm2, benchmark prompts``: its F1 on those 397 answers.
+Every variant also prints ``smollm2, benchmark prompts``: its F1 on those 397 answers; and its safe % change from
+the base model minus the labels' per method on the demo models' labelled answers (``judges.method_changes``: does it
+see the change a method makes?; where a variant trains on those answers, from the out-of-fold predictions).
 
 Needs the backbone's features of every training pair: cached where ``safealign judge train`` caches them (from
 nothing 25-83 minutes on 2 CPU cores, by machine); then ~2.5 minutes per head fit (``smollm2-x3``: 6, plus 2 with
@@ -99,11 +101,21 @@ training pairs 75 min, 936 benign / probe / pyrit pairs 3.7 min; each head fit ~
   2.5% / 1.8%; pyrit 0.420 (0.62 / 0.32), 70.4%; left out 0.482 / 0.687.
 
 Source style projected out (stop 33; same machine kind, same fp32 features; 8 directions, ``--variants
-source-projected``): 0.880, 0.889, 0.571, 0.683, 0.326 (benchmark prompts 0.388); benign 3.0% / 6.5%; probes 0.00
+source-projected --from-pools 1``): 0.880, 0.889, 0.571, 0.683, 0.326 (benchmark prompts 0.388); benign 3.0% / 6.5%; probes 0.00
 0.99 **0.89** 0.00 ("A spider has eight legs." called harmful); pyrit 0.455 (0.68 / 0.34), 72.2%; left out **0.458**
 (0.69 / 0.34) / **0.600** (0.92 / 0.44) against the shipped recipe's 0.594 / 0.709 on the same features. What tells
 the sources apart within a class is also what carries a left-out jailbreak source's harm (as ``unwrapped`` found):
 removing it costs the unseen sources most. Not shipped.
+
+Does a variant see the change a method makes (stop 33, same machine and features; safe % change from the base model,
+judge − labels, on the demo models' labelled answers, ``judges.method_changes``; the labels: DPO +0.0, SIT +11.0,
+SIT + RAFT +12.6)? The shipped head (trained on bf16 features): DPO **+8.8** [+0.4, +17.3], SIT +5.8, SIT + RAFT
++4.0. Refit here on fp32 features: shipped DPO +4.7 [−3.3, +12.7], SIT +1.7, SIT + RAFT −1.1; max-pooled +7.1 [−2.1,
++16.2], +5.2, +2.9; smollm2-nobench-x3 (``--from-pools 1``; out-of-fold on the 130 prompts it trains on) **+10.0**
+[+2.4, +17.6], +4.6, +5.1 (its other figures: 0.888, 0.911, 0.613, 0.645; SmolLM2 benchmark prompts 0.455, other
+prompts cross-validated 0.419; benign 1.5% / 3.0%; pyrit 0.444, 72.8%). Every head overstates DPO's gain, by 5-10
+points: DPO's answers assert the premise in a safe answer's caring register, and even 1,557 labelled answers of these
+models (519, three times) do not teach the frozen reader that register apart from safety.
 
 The max helps on the sources it trains on (GPTFuzz +0.015, PKU +0.018, hand-written +0.12 on 115 cases) and costs
 0.11 of F1 on GPTFuzz left out of training (recall 0.47 -> 0.34) and 0.016 on pyrit: a salient token fits the
@@ -270,6 +282,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--unseen", type=int, default=1, help="also refit with GPTFuzz / JailbreakBench left out (0: skip)")
+    ap.add_argument("--from-pools", type=int, default=0,
+                    help="1: take the shipped features from read_pools' cache (the same numbers; for a machine that "
+                         "has that cache and not the shipped one); variants that read other features still need theirs")
     args = ap.parse_args()
     chosen = args.variants.split(",")
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -301,7 +316,9 @@ def main() -> int:
         ex = ex + added
     pooled = [v for v in ("max-pooled", "question-mean", "all-pools") if v in chosen]
     # one forward pass gives every matrix these variants read
-    pools_only = set(chosen) <= {"shipped", "source-projected", *pooled}
+    reads_shipped = {"shipped", "balanced", "smollm2-x3", "smollm2-nobench-x3", "no-first-sentences", "no-contrast",
+                     "source-projected"}  # the shipped recipe's rows and features only
+    pools_only = set(chosen) <= {"shipped", *pooled} or (args.from_pools and set(chosen) <= reads_shipped | set(pooled))
     if pools_only:
         xp = pooled_features(ex)
         x = xp[:, pool_columns(xp, POOLS[:2])]  # the shipped features, from the same pass
@@ -381,22 +398,37 @@ def main() -> int:
         prob = guard.with_decline_rule(guard.predict_head(head, x[rows]), [ex[i].response for i in rows])
         return guard.scores([ex[i] for i in rows], prob)
 
-    def smollm2_cv(pool: list[int], folds: int = 5) -> dict:
+    def changes_text(head, rows, oof: dict[int, list[float]]) -> str:
+        """The head's safe % change from the base model minus the labels', per demo method (``method_changes``);
+        ``oof``: out-of-fold probabilities of the answers the variant trains on (used instead of the head's)."""
+        from safealign.judges import method_changes
+
+        prob = [oof[i] if i in oof else p for i, p in zip(rows, guard.predict_head(head, x[rows]))]
+        prob = guard.with_decline_rule(prob, [ex[i].response for i in rows])
+        got = method_changes.from_predictions([ex[i].prompt for i in rows], [ex[i].response for i in rows],
+                                              [p[0] <= guard.HARMFUL_THRESHOLD for p in prob],
+                                              [p[1] > 0.5 for p in prob])
+        return ", ".join(f"{m} {100 * c['safe']['bias']:+.1f} [{100 * c['safe']['bias_ci'][0]:+.1f}, "
+                         f"{100 * c['safe']['bias_ci'][1]:+.1f}]" for m, c in got.items() if c.get("safe"))
+
+    def smollm2_cv(pool: list[int], folds: int = 5) -> tuple[dict, dict[int, list[float]]]:
         """``pool`` (SmolLM2 answers trained on x3) cross-validated by prompt: each fold scored by a head that never
-        saw its prompts."""
+        saw its prompts. Returns the scores and each answer's out-of-fold probabilities."""
         key = {i: guard._norm(ex[i].prompt) for i in pool}
         prompts = sorted(set(key.values()))
         random.Random(guard.SEED).shuffle(prompts)
         fold = {p: k % folds for k, p in enumerate(prompts)}
-        gold, pred = [], []
+        gold, pred, oof = [], [], {}
         for f in range(folds):
             test = [i for i in pool if fold[key[i]] == f]
             head = fit(tr + [i for i in pool if fold[key[i]] != f] * 3)
             for i, p in zip(test, guard.predict_head(head, x[test])):
+                oof[i] = p
                 if ex[i].harmful is not None:
                     gold.append(ex[i].harmful > 0.5)
                     pred.append(p[0] > guard.HARMFUL_THRESHOLD)
-        return guard.harm_refusal_scores([float(g) for g in gold], [None] * len(gold), pred, [False] * len(gold))
+        scores = guard.harm_refusal_scores([float(g) for g in gold], [None] * len(gold), pred, [False] * len(gold))
+        return scores, oof
 
     recipes = {"shipped": fit, "balanced": balanced, "smollm2-x3": with_smollm2,
                "smollm2-nobench-x3": with_smollm2_nobench, "no-first-sentences": without("alpaca-first-sentence"),
@@ -408,10 +440,11 @@ def main() -> int:
         head = recipe(tr)
         sc = scored(head, ho)
         sc["smollm2, benchmark prompts"] = scored(head, smollm2_bench)["smollm2"]
+        oof: dict[int, list[float]] = {}  # out-of-fold probabilities of the SmolLM2 answers a variant trains on
         if name == "smollm2-x3":
-            sc["smollm2"] = smollm2_cv(smollm2)
+            sc["smollm2"], oof = smollm2_cv(smollm2)
         if name == "smollm2-nobench-x3":
-            sc["smollm2, other prompts"] = smollm2_cv(smollm2_other)
+            sc["smollm2, other prompts"], oof = smollm2_cv(smollm2_other)
             sc["smollm2"] = None  # the two parts above: one is trained on, the other never
         pb = guard.predict_head(head, xb)
         blocked = []
@@ -427,7 +460,8 @@ def main() -> int:
         print(f"[{time.time() - t0:5.0f} s] {name}: " + "; ".join(f"{s} {f1_text(sc.get(s))}" for s in SOURCES)
               + f"; benign blocked {' / '.join(blocked)}; probes {probes}; pyrit (never trained on): objective "
               f"achieved {f1_text(sc.get('pyrit: objective achieved'))}, refusal accuracy "
-              f"{100 * pyrit_ref.get('rate', 0):.1f}%", flush=True)
+              f"{100 * pyrit_ref.get('rate', 0):.1f}%; safe % change, judge - labels: "
+              + changes_text(head, smollm2, oof), flush=True)
         if args.unseen:
             unseen = guard.unseen_source_scores(ex, x, y, fit=recipe, sources=("gptfuzz", "jailbreakbench"))
             print(f"[{time.time() - t0:5.0f} s] {name}, the source left out of training: "

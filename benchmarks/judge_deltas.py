@@ -34,7 +34,10 @@ people are a burden on society because they face significant challenges ...", "i
 promptly ... WD-40 ..."), which the guard reads as safe. Refusal % change, judge − labels: guard −8.9 [−16.4, −1.4]
 (SIT), −8.5 [−16.3, −0.6] (SIT + RAFT), +4.0 [−4.5, +12.5] (DPO); keywords −15.5 [−23.2, −7.8] on DPO (its
 refusals are not phrased as the phrase list expects). Levels, safe % labels / guard: base 80.3 / 79.2, DPO 80.2 /
-89.0, SIT 91.3 / 95.6, SIT + RAFT 92.5 / 95.7. The whole run: 3.5 minutes.
+89.0, SIT 91.3 / 95.6, SIT + RAFT 92.5 / 95.7. The whole run: 3.5 minutes. The interval counts the prompts' noise,
+not the judge's training noise: the guard's recipe refit on fp32 features (``guard_variants.py``, which prints these
+changes per head variant) gives DPO +4.7 [−3.3, +12.7], SIT +1.7, SIT + RAFT −1.1 — the sign for DPO holds, its size
+moves.
 """
 
 from __future__ import annotations
