@@ -214,3 +214,16 @@ def test_report_command(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "safealign", "report", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no manifest.json" in bad.stderr
+
+
+def test_judges_disagree_names_the_methods_whose_intervals_do_not_overlap():
+    from safealign.report.build import judges_disagree
+
+    def row(method, delta, lo, hi):
+        return {"b": method, "pooled": {"delta": delta, "delta_ci": [lo, hi]}}
+
+    first = [row("dpo", 0.133, 0.083, 0.183), row("sit", 0.158, 0.108, 0.209), row("raft", 0.05, -0.02, 0.12)]
+    second = [row("dpo", -0.004, -0.05, 0.04), row("sit", 0.108, 0.06, 0.15), row("raft", 0.2, 0.13, 0.27)]
+    assert judges_disagree(first, second) == ["dpo (+13.3 [+8.3, +18.3] against -0.4 [-5.0, +4.0])",
+                                              "raft (+5.0 [-2.0, +12.0] against +20.0 [+13.0, +27.0])"]
+    assert judges_disagree(first, []) == [] and judges_disagree([], second) == []

@@ -345,16 +345,31 @@ def effect_rows(analyses: dict[str, dict], summaries: dict[str, dict]) -> list[d
     return rows
 
 
+def judges_disagree(first: list[dict], second: list[dict]) -> list[str]:
+    """The methods (``effect_rows``) whose pooled harm-set Δ under the two judges have intervals that do not overlap:
+    "<method> (<Δ first> against <Δ second>)"."""
+    other = {r["b"]: r["pooled"] for r in second}
+    out = []
+    for r in first:
+        a, b = r["pooled"].get("delta_ci"), (other.get(r["b"]) or {}).get("delta_ci")
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2 and (a[0] > b[1] or b[0] > a[1]):
+            out.append(f"{r['b']} ({_delta(r['pooled'])} against {_delta(other[r['b']])})")
+    return out
+
+
 def effect_section(run: dict) -> Section | None:
-    """Each method's effect on safety vs base, under the judge and (when configured) the second judge."""
+    """Each method's effect on safety vs base, under the judge and (when configured) the second judge; a line naming
+    the methods whose change the two judges see differently beyond noise."""
     tables = []
     raft_rankers = {str(r.get("ranker")) for r in run["raft_log"]}
     cfg = run["config"]
+    by_judge = []
     for label, spec, analyses, sums in (("judge", cfg.get("judge"), run["analyses"], run["summaries"]),
                                         ("second judge", cfg.get("second_judge"), run.get("analyses2") or {},
                                          run.get("rechecks") or {})):
         rows = []
-        for r in effect_rows(analyses, sums):
+        by_judge.append(effect_rows(analyses, sums))
+        for r in by_judge[-1]:
             p, w = r["pooled"], r["worst_c"]
             o = r["over_refusal"]
             rows.append([r["b"], str(r["judge"]), f"{pct(p.get('rate_a'))} → {pct(p.get('rate_b'))}", _delta(p),
@@ -377,7 +392,13 @@ def effect_section(run: dict) -> Section | None:
         tables.append(helpful)
     if not tables:
         return None
-    return Section("Effect of each method", "effect", tables=tables)
+    split = judges_disagree(*by_judge)
+    text = (f"The judge ({cfg.get('judge')}) and the second judge ({cfg.get('second_judge')}) see the pooled harm-set "
+            f"change of {', '.join(split)} differently beyond noise (their intervals do not overlap): one of them "
+            "misreads that method's answers. Read its safety with both, and with the judge's own check on labelled "
+            "answers (\"Does the judge see the change a method makes?\" under \"Which judge made each number\")."
+            if split else "")
+    return Section("Effect of each method", "effect", text=text, tables=tables)
 
 
 HELPFUL_LABELS = {"rouge_l": "ROUGE-L", "semantic_similarity": "semantic sim.", "reward": "reward"}
