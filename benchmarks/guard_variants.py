@@ -256,8 +256,14 @@ def source_directions(x, examples, idx, k: int = PROJECTED):
     return mean, std, v
 
 
+def project(x, mean, std, v):
+    """Features ``x`` standardised, with the directions ``v`` (standardised units) removed."""
+    z = (x - mean) / std
+    return z - (z @ v) @ v.T
+
+
 def projected_head(head, mean, std, v):
-    """``head`` reading features with the directions ``v`` (standardised units) removed first."""
+    """``head`` reading features through ``project`` first."""
     import torch
 
     class Projected(torch.nn.Module):
@@ -266,8 +272,7 @@ def projected_head(head, mean, std, v):
             self.head = head
 
         def forward(self, x):
-            z = (x - mean) / std
-            return self.head(z - (z @ v) @ v.T)
+            return self.head(project(x, mean, std, v))
 
     return Projected()
 
@@ -382,8 +387,7 @@ def main() -> int:
     def source_projected(idx):
         idx = [i for i in idx if i < n_base]
         mean, std, v = source_directions(x, ex, idx)
-        z = (x[idx] - mean) / std
-        return projected_head(guard.fit_head(z - (z @ v) @ v.T, y[idx], guard.SEED), mean, std, v)
+        return projected_head(guard.fit_head(project(x[idx], mean, std, v), y[idx], guard.SEED), mean, std, v)
 
     def with_smollm2(idx):
         return fit(list(idx) + smollm2 * 3)
@@ -408,8 +412,7 @@ def main() -> int:
         got = method_changes.from_predictions([ex[i].prompt for i in rows], [ex[i].response for i in rows],
                                               [p[0] <= guard.HARMFUL_THRESHOLD for p in prob],
                                               [p[1] > 0.5 for p in prob])
-        return ", ".join(f"{m} {100 * c['safe']['bias']:+.1f} [{100 * c['safe']['bias_ci'][0]:+.1f}, "
-                         f"{100 * c['safe']['bias_ci'][1]:+.1f}]" for m, c in got.items() if c.get("safe"))
+        return ", ".join(f"{m} {method_changes.bias_text(c['safe'])}" for m, c in got.items() if c.get("safe"))
 
     def smollm2_cv(pool: list[int], folds: int = 5) -> tuple[dict, dict[int, list[float]]]:
         """``pool`` (SmolLM2 answers trained on x3) cross-validated by prompt: each fold scored by a head that never

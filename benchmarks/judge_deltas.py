@@ -88,10 +88,8 @@ def main() -> int:
                 c = c[label]
                 if c is None:
                     continue
-                lo, hi = c["bias_ci"]
                 print(f"  {label} % change, {m} - base ({c['n']} prompts): labels {100 * c['labels']:+.1f}, "
-                      f"judge {100 * c['judge']:+.1f}; judge - labels {100 * c['bias']:+.1f} "
-                      f"[{100 * lo:+.1f}, {100 * hi:+.1f}]")
+                      f"judge {100 * c['judge']:+.1f}; judge - labels {method_changes.bias_text(c)}")
         for m in models:
             s, r = level(answers, verdicts, "safe", m), level(answers, verdicts, "refusal", m)
             print(f"  {m}: safe % labels {s[0]:.1f}, judge {s[1]:.1f} (agree {s[2]:.1f}%, n={s[3]}); refusal % "

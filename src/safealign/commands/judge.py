@@ -110,7 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise SafealignError("--limit must be >= 1", field="limit")
     if args.judge == "guard":
         return _train_guard(args)
-    if args.lora or args.tune_from is not None or args.lora_epochs is not None:
+    if _lora_asked(args):
         raise SafealignError("--lora, --tune-from and --lora-epochs tune the guard judge's backbone: use them with "
                              "--judge guard", field="judge")
     d = embedded.train(args.out, limit=args.limit, seed=args.seed, overwrite=args.overwrite)
@@ -128,6 +128,11 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lora_asked(args: argparse.Namespace) -> bool:
+    """--lora, or a LoRA setting (--tune-from, --lora-epochs), which implies it."""
+    return args.lora or args.tune_from is not None or args.lora_epochs is not None
+
+
 def _train_guard(args: argparse.Namespace) -> int:
     from safealign.errors import SafealignError
     from safealign.judges import guard
@@ -135,7 +140,7 @@ def _train_guard(args: argparse.Namespace) -> int:
     if not args.out:
         raise SafealignError("--out DIR is needed for --judge guard (the shipped judge is read-only; use it "
                              "with --judge guard:DIR)", field="out")
-    lora = args.lora or args.tune_from is not None or args.lora_epochs is not None
+    lora = _lora_asked(args)
     d = guard.train(args.out, seed=args.seed, limit=args.limit, overwrite=args.overwrite,
                     tune_from=(guard.TUNE_FROM if args.tune_from is None else args.tune_from) if lora else None,
                     pku=args.pku, lora_epochs=guard.lora.EPOCHS if args.lora_epochs is None else args.lora_epochs)
@@ -146,6 +151,8 @@ def _train_guard(args: argparse.Namespace) -> int:
 
 def print_guard_card(card: dict) -> None:
     """The card's held-out scores, one line per source."""
+    from safealign.judges.method_changes import bias_text
+
     parts = ", ".join(f"{v} s {k}" for k, v in card["seconds"].items() if k != "total")
     print(f"data {card['data_hash']}, code {card['code_hash']}, features in {card['feature_dtype']}"
           + (f", LoRA from layer {card['tune_from']} ({(card.get('lora') or {}).get('epochs', 1):g} epochs)"
@@ -171,8 +178,7 @@ def print_guard_card(card: dict) -> None:
     if changes:  # labelled answers of the demo's own models: does the judge see the change each method makes?
         print("  safe % change from the base model, judge - labels (95% interval), on labelled answers of the demo's "
               "models: " + ", ".join(
-                  f"{m} {100 * c['safe']['bias']:+.1f} [{100 * c['safe']['bias_ci'][0]:+.1f}, "
-                  f"{100 * c['safe']['bias_ci'][1]:+.1f}] (labels {100 * c['safe']['labels']:+.1f})"
+                  f"{m} {bias_text(c['safe'])} (labels {100 * c['safe']['labels']:+.1f})"
                   for m, c in changes.items() if c.get("safe")))
     for src, sc in (card.get("outside") or {}).items():  # a source no recipe trains on
         acc, ref = sc["harmful_accuracy"], sc["refusal_accuracy"]

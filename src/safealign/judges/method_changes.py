@@ -78,6 +78,12 @@ def measure(answers: Mapping[str, Mapping[str, Mapping[str, Any]]],
     return out
 
 
+def bias_text(c: Mapping[str, Any]) -> str:
+    """A ``change``'s judge - labels in points with its interval: "+8.8 [+0.4, +17.3]"."""
+    lo, hi = c["bias_ci"]
+    return f"{100 * c['bias']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
 def from_predictions(prompts: Sequence[str], responses: Sequence[str], safe: Sequence[bool],
                      refusal: Sequence[bool]) -> dict[str, dict[str, Any]]:
     """``measure`` from a judge's verdicts on pairs that include the demo's models' answers (e.g. the held-out pairs

@@ -496,6 +496,8 @@ def examples_section(run: dict, n: int) -> Section | None:
 
 
 def provenance_section(run: dict) -> Section:
+    from safealign.judges.method_changes import bias_text
+
     cfg = run["config"]
     rows = [["safe %, refusal %, over-refusal % (every benchmark)", _judge_of(run)]]
     if any(s.get("helpful") for s in run["summaries"].values()):
@@ -567,10 +569,9 @@ def provenance_section(run: dict) -> Section:
             for label in ("safe", "refusal"):
                 c = got.get(label) if isinstance(got, dict) else None
                 if isinstance(c, dict) and c.get("bias_ci"):
-                    lo, hi = c["bias_ci"]
                     change_rows.append([f"{name} ({info.get('id', '?')})", f"{method} − base", f"{label} %",
                                         str(c["n"]), f"{100 * c['labels']:+.1f}", f"{100 * c['judge']:+.1f}",
-                                        f"{100 * c['bias']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"])
+                                        bias_text(c)])
     if change_rows:
         tables.append(Table("Does the judge see the change a method makes?",
                             ["judge", "change", "of", "prompts", "labels", "judge", "judge − labels (95% interval)"],
