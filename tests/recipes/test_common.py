@@ -142,3 +142,19 @@ def test_compact_lm_head_on_cpu_gives_trls_log_probs(tmp_path, tiny_lm_dir):
     assert (inputs["labels"][:, 1:] != -100).sum() < inputs["labels"][:, 1:].numel()  # there are prompt positions
     assert torch.allclose(compact.log_probs, every.log_probs, atol=1e-5)
     assert torch.allclose(compact.loss, every.loss, atol=1e-6)
+
+
+def test_a_run_killed_as_it_writes_its_config_resumes(tmp_path, monkeypatch):
+    """A stage killed (SIGKILL) once its config.yaml is on disk leaves a dir the rerun resumes, not one it refuses."""
+    real = common.write_config
+
+    def killed(out, cfg):
+        real(out, cfg)
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(common, "write_config", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _start(tmp_path / "run")
+    monkeypatch.setattr(common, "write_config", real)
+    path, resume = _start(tmp_path / "run")
+    assert path == tmp_path / "run" and resume is None and (path / "config.yaml").read_text().strip() == "a: 1"

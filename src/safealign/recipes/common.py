@@ -294,8 +294,8 @@ def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: 
     """Prepare a run dir on every process; returns (dir, checkpoint to resume from or None).
 
     Every process makes the same read-only checks first, so a refused dir fails everywhere alike (no process
-    waits forever at a barrier); then the main process creates or clears the dir and writes ``config.yaml``
-    and ``safealign.json`` (``finished: false``). An unfinished run resumes only with the same method, base
+    waits forever at a barrier); then the main process creates or clears the dir and writes ``safealign.json``
+    (``finished: false``), then ``config.yaml``. An unfinished run resumes only with the same method, base
     model and data (``fingerprint``) and the same settings, but for those in ``CHANGEABLE_ON_RESUME`` (a longer run:
     ``train.max_steps``, ``train.epochs``; checkpoint and log intervals): ``config.yaml`` always holds what runs.
     """
@@ -322,9 +322,11 @@ def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: 
     state.wait_for_everyone()
     if state.is_main_process:
         out, _ = prepare_output_dir(out, overwrite)
-        write_config(out, config)
+        # the marker first: a run killed before it is written leaves an empty dir, after it a dir that resumes (a
+        # config.yaml without it read as "not a safealign run dir" and the rerun refused to resume)
         write_meta(out, method=method, base_model=base_model, finished=False, data_fingerprint=fingerprint,
                    **(meta or {}))
+        write_config(out, config)
     state.wait_for_everyone()
     resume = last_checkpoint(out)
     if state.is_main_process:
