@@ -144,6 +144,23 @@ def test_compact_lm_head_on_cpu_gives_trls_log_probs(tmp_path, tiny_lm_dir):
     assert torch.allclose(compact.loss, every.loss, atol=1e-6)
 
 
+def test_a_run_killed_as_it_writes_its_marker_starts_afresh(tmp_path):
+    """A kill during the marker's own atomic write leaves only its temp file: the rerun starts there (and removes
+    it); a dir with any other file is still refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".safealign.json.4242.tmp").write_text('{"meth')
+    path, resume = _start(run)
+    assert resume is None and common.read_meta(path)["finished"] is False
+    assert not list(path.glob(".safealign.json.*.tmp"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".safealign.json.4242.tmp").write_text("")
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(SafealignError, match="not a safealign run dir"):
+        _start(other)
+
+
 def test_a_run_killed_as_it_writes_its_config_resumes(tmp_path, monkeypatch):
     """A stage killed (SIGKILL) once its config.yaml is on disk leaves a dir the rerun resumes, not one it refuses."""
     real = common.write_config

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -167,10 +168,22 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> tuple[Path, bool]:
             shutil.rmtree(out)
         else:
             return out, True
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif not overwrite and _holds_other_files(out):
         raise SafealignError("exists and is not a safealign run dir; pass --overwrite or choose another", file=str(out), field="out")
     out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(".safealign.json.*.tmp"):  # a marker whose writer was killed mid-write
+        p.unlink()
     return out, False
+
+
+def _holds_other_files(out: Path) -> bool:
+    """Whether ``out`` exists and holds anything but what a run killed while writing its marker leaves (the
+    marker's temp file, ``.safealign.json.<pid>.tmp``): such a dir starts the run afresh instead of being refused."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        return True
+    return any(not re.fullmatch(r"\.safealign\.json\.\d+\.tmp", p.name) for p in out.iterdir())
 
 
 def write_meta(out: Path, **fields: Any) -> None:
@@ -316,7 +329,7 @@ def start_run(out_dir: str | Path, overwrite: bool, *, method: str, base_model: 
                 raise SafealignError(f"holds an unfinished run with other settings ({'; '.join(changed)}): rerun "
                                      "with the recorded settings to resume it, or pass --overwrite to start over",
                                      file=str(out), field=changed[0].split(":")[0])
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        elif _holds_other_files(out):
             raise SafealignError("exists and is not a safealign run dir; pass --overwrite or choose another",
                                  file=str(out), field="out")
     state.wait_for_everyone()
