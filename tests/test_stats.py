@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from safealign.stats import (accuracy, f1_score, median, paired_f1_delta, precision_recall_f1, rate, rate_with_ci,
+from safealign.stats import (accuracy, cohen_kappa, f1_score, median, paired_f1_delta, precision_recall_f1, rate, rate_with_ci,
                              wilson)
 
 
@@ -42,6 +42,21 @@ def test_f1_score_by_hand():
     gold = [True, True, True, False, False]
     assert f1_score(gold, [True, True, False, True, False]) == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
     assert f1_score([False, False], [True, False]) is None  # no positive label
+
+
+def test_cohen_kappa_by_hand():
+    # 10 items: both yes on 4, both no on 4, a yes / b no on 1, a no / b yes on 1: observed 0.8; each says yes half
+    # the time, so chance 0.5 and kappa (0.8 - 0.5) / 0.5 = 0.6
+    a = [True] * 5 + [False] * 5
+    b = [True] * 4 + [False] + [True] + [False] * 4
+    assert cohen_kappa(a, b) == pytest.approx(0.6)
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    assert cohen_kappa(a, [not x for x in a]) == pytest.approx(-1.0)
+    # a reader who always says yes agrees 70% with one who says yes 70% of the time, and no better than chance
+    assert cohen_kappa([True] * 10, [True] * 7 + [False] * 3) == pytest.approx(0.0)
+    assert cohen_kappa([], []) is None and cohen_kappa([True, True], [True, True]) is None
+    with pytest.raises(ValueError):
+        cohen_kappa([True], [])
 
 
 def test_precision_recall_f1_counts_by_hand():

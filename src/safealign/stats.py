@@ -10,6 +10,7 @@ report all use this one module; it imports nothing of safealign).
     mcnemar_p(n01, n10)        # exact two-sided McNemar test
     precision_recall_f1(gold, pred)   # counts, precision, recall and F1 of the positive class
     f1_score(gold, pred)       # its F1 alone
+    cohen_kappa(a, b)          # two readers' agreement on yes/no labels beyond chance
     paired_f1_delta(gold, a, b, groups)   # F1 of predictions b minus a's, with a bootstrap interval by group
 
 One rule for nothing to count (n = 0): the rate is None and its interval the uninformative [0, 1] (Wilson at 0/0),
@@ -150,6 +151,21 @@ def precision_recall_f1(gold: Sequence[bool], pred: Sequence[bool]) -> dict[str,
 def f1_score(gold: Sequence[bool], pred: Sequence[bool]) -> float | None:
     """F1 of the positive class; None when there is no positive label."""
     return precision_recall_f1(gold, pred)["f1"]
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """Cohen's kappa of two readers' yes/no labels of the same items: (observed agreement - chance agreement) /
+    (1 - chance agreement), chance from each reader's own rate of yes. None with no items, or when chance agreement
+    is 1 (both readers gave one and the same label to everything)."""
+    if len(a) != len(b):
+        raise ValueError(f"a and b must have the same length, got {len(a)} and {len(b)}")
+    n = len(a)
+    if not n:
+        return None
+    observed = sum(bool(x) == bool(y) for x, y in zip(a, b)) / n
+    pa, pb = sum(map(bool, a)) / n, sum(map(bool, b)) / n
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
 def paired_f1_delta(gold: Sequence[bool], pred_a: Sequence[bool], pred_b: Sequence[bool],
