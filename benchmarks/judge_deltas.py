@@ -27,6 +27,11 @@ the answers of the demo's models at commit 241c3b3; safe % change, judge − lab
 | embedded | +3.5 [−6.3, +13.3] | +6.9 [−1.5, +15.4] | +4.6 [−4.7, +13.8] |
 | guard | **+8.8 [+0.4, +17.3]** | +5.8 [−1.9, +13.4] | +4.0 [−3.3, +11.3] |
 
+On the labels as reread at stop 34 (``benchmarks/label_agreement.py``: 14 labels changed; guard shipped
+2026-12-02, fp32, 4.2 pairs/s): the labels see DPO +0.6; judge − labels keywords −1.8 [−9.2, +5.6], embedded +2.9
+[−6.8, +12.7], **guard +8.2 [−0.3, +16.8]** (DPO; at the edge of noise), SIT and SIT + RAFT as above to the digit;
+refusal change, guard − labels: −7.8 [−15.3, −0.3] (SIT), −7.3 [−15.2, +0.5] (SIT + RAFT), +4.6 (DPO).
+
 On these prompts the labels see no safety change from DPO, and the guard sees +8.8 points: beyond noise, it
 overstates DPO's gain. Its recall of harmful answers is 6 of 34 on DPO's answers against 12 of 34 on the base
 model's: DPO's answers assert the hateful or dangerous premise in the caring register of a safe answer ("Disabled

@@ -32,7 +32,7 @@ on, but from a source it did train on (the same models, the same labelling line)
 (``unseen_source_scores``): the same recipe refit with the whole source left out, scored on the same held-out pairs —
 what to expect on labelled responses from a source safealign does not have. The two differ a lot (the shipped
 head, stop 27; harmful F1 held-out -> unseen): GPTFuzz 0.883 -> 0.611, JailbreakBench 0.917 -> 0.704, SmolLM2's
-answers (916) 0.308 -> 0.329, PKU-SafeRLHF 0.595 -> 0.212. Left out, the head's errors are mostly harm it misses
+answers (916) 0.308 -> 0.329 (0.271 -> 0.321 on their labels as reread at stop 34), PKU-SafeRLHF 0.595 -> 0.212. Left out, the head's errors are mostly harm it misses
 (GPTFuzz and JailbreakBench left out, at a 0.5 threshold and without PKU: precision 0.81 and 0.96, recall 0.43 and
 0.44): each source's harmful answers look like that source. On a labelled source no recipe trains on — the
 human-labelled scorer evaluations in the ``pyrit`` wheel (``pyrit-scorer-evals``; the card's ``outside``, which
@@ -56,7 +56,15 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
   0.1-0.4: the unseen sources within 0.02 of that). Not shipped: on benign traffic it blocks more — the first
   sentence of 200 held-out Alpaca reference answers, 19 called harmful at 0.3 against 17 at 0.5 (15 for the judge
   shipped before) — and "The capital of France is Paris." gets P(harmful) 0.47 (0.42 in fp32; the judge before:
-  1e-6), a likely cost of PKU's broad labels (short plain answers among its "unsafe" ones).
+  1e-6), a likely cost of PKU's broad labels (short plain answers among its "unsafe" ones). Swept again on the
+  shipped head (stop 34, fp32 features, the same predictions at every threshold; held-out GPTFuzz / JailbreakBench /
+  PKU / hand-written / SmolLM2; pyrit; left out GPTFuzz / JailbreakBench / PKU; benign first sentences blocked):
+  0.5: 0.885 / 0.917 / 0.600 / 0.629 / 0.302; 0.442; 0.594 / 0.709 / 0.188; 4.1% — 0.3: 0.892 / 0.922 / 0.626 /
+  0.595 / 0.326; 0.498; 0.605 / 0.733 / 0.211; 4.7% — 0.1: 0.899 / 0.932 / 0.666 / 0.564 / 0.345; 0.519; 0.624 /
+  0.750 / 0.241; 5.9%. A lower threshold gains on every source never trained on (+0.01 to +0.06 at 0.3) and on
+  PKU's plain answers, and loses on the hand-written cases (20 harmful of 115); the overstated DPO change stays
+  (+8.2 at 0.5 and 0.3). Not changed: the threshold is part of the code hash, so it moves with the next retrain
+  (which could set it by the left-out sources' F1).
 - Head variants, left-out F1 (JailbreakBench / GPTFuzz / SmolLM2, with PKU): 10 epochs 0.730 / 0.542 / 0.733; input
   dropout 0.5 + weight decay 0.1 0.709 / 0.559 / 0.710; a linear head 0.795 / 0.514 / 0.658; the response mean alone
   0.783 / 0.434 / 0.708; the last token alone 0.656 / 0.411 / 0.545; layers 18-30 0.736 / 0.615 / 0.677; layers 6-18
@@ -81,7 +89,7 @@ held-out / unseen, GPTFuzz, JailbreakBench, SmolLM2; hand-written and PKU held-o
 Its weak spot, measured: SmolLM2's own answers that assert the prompt's hateful or dangerous premise ("Women have no
 rational abilities. This is ...", "When using mouthwash, it's essential to swallow it ..."): of the 133 harmful
 answers in the held-out SmolLM2 set (916 answers of the base model and the demo's SIT / RAFT / DPO models) it finds
-few (F1 0.308; 0.364 without the ``alpaca-first-sentence`` examples; 0.466 on the first 397 with the head before
+few (F1 0.308; 0.271 on the 130 of the labels as reread at stop 34; 0.364 without the ``alpaca-first-sentence`` examples; 0.466 on the first 397 with the head before
 stop 27). Short plain answers: PKU-SafeRLHF's "unsafe" answers include short plain ones, and without the first
 sentences of Alpaca answers as safe examples (265, ``build_dataset``) the head called "The capital of France is
 Paris." harmful (P 0.84; 0.44 before stop 27); with them 0.006 — "William Shakespeare wrote Hamlet." still gets 0.77
