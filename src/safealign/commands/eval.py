@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                         "helpful, or prompt files (default: harm,benign,xstest)")
     p.add_argument("--judge", default="guard",
                    help="guard (default, shipped) | embedded | keywords | hf-classifier:<model> | llama-guard:<model> | "
-                        "openai:<model> | rm:<dir> | guard:<dir>")
+                        "openai:<model> | rm:<dir> | guard:<dir> | union:<judge>+<judge>[@S] (harmful when any is)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts of each benchmark (XSTest: N per half)")
     p.add_argument("--out", required=True, help="result dir (rerun with the same dir to resume)")
     p.add_argument("--helpful-scorer", default=None,

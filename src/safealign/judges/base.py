@@ -41,6 +41,7 @@ MODULES: dict[str, str] = {
     "llama-guard": "safealign.judges.llama_guard",
     "openai": "safealign.judges.openai_judge",
     "rm": "safealign.judges.reward_model",
+    "union": "safealign.judges.union",
 }
 
 _FACTORIES: dict[str, Callable[[str | None], Judge]] = {}
