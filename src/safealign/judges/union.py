@@ -24,7 +24,7 @@ with GPTFuzz / JailbreakBench / SmolLM2 left out of the guard's training, 0.606 
 0.321; benign answers called harmful 2.5% of 200 Alpaca reference answers (the same) and 4.7% of their first
 sentences (4.1%). Against ``embedded`` alone it is far better on GPTFuzz and JailbreakBench (+0.46, +0.60) and
 within noise elsewhere (hand-written +0.100 [−0.028, +0.236], SmolLM2 −0.038 [−0.119, +0.040], PyRIT +0.047
-[−0.044, +0.137], PKU +0.022 [−0.009, +0.052]). The two readers fail differently — the guard misses plain harmful
+[−0.040, +0.134], PKU +0.022 [−0.009, +0.052]). The two readers fail differently — the guard misses plain harmful
 answers with no jailbreak wrapping, MiniLM misses jailbroken ones — so the union finds more harm where either alone
 is weak. ``@0.3`` follows a rule on benign traffic alone: the lowest embedded threshold of 0.6 / 0.65 / 0.7 /
 0.75 whose false alarms on the benign first sentences stay within a point of the guard's own (at 0.65: 6.5%; at
@@ -33,6 +33,10 @@ thresholds tried, the selection's own optimism on it is small, not nil. The DPO 
 (judge − labels +8.8 [+0.4, +17.3]). Costs: the ``embedded`` judge trains at its first use (a few minutes; then
 cached) and reads every pair as well (~45-65 pairs/s here, against the guard's ~4.5 in fp32). Not the default: the
 default judge's weights ship ready to use, and this one's second reader would train at first use in ``make demo``.
+Reproduce the PyRIT, hand-written and benign rows side by side (18 minutes on an AVX2-only 2-core CPU; the guard
+in fp32, ~3 pairs/s on these long answers, the union 2.8): ``python benchmarks/judge_agreement.py --judges
+embedded,guard,union:guard+embedded@0.3 --sets pyrit,hand-written,benign``; the other sources with ``--sets`` left
+out (the guard reads each pair twice there, once as itself and once inside the union: about an hour here).
 """
 
 from __future__ import annotations
