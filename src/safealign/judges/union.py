@@ -42,8 +42,6 @@ out (the guard reads each pair twice there, once as itself and once inside the u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
 from safealign.errors import SafealignError
 from safealign.judges.base import Judge, get_judge, register
 from safealign.records import Verdict
@@ -72,11 +70,11 @@ def parse(arg: str | None) -> list[tuple[str, float | None]]:
 
 
 class UnionJudge:
-    def __init__(self, arg: str | None, factory: Any = get_judge):
-        self.members = [(factory(spec), cut) for spec, cut in parse(arg)]
+    def __init__(self, arg: str | None):
+        self.members = [(get_judge(spec), cut) for spec, cut in parse(arg)]
         self.name = f"union:{arg}"
         # the verdict cache is keyed by this: the exact judges (their weights' ids) and cuts
-        self.id = "union:" + "+".join(getattr(j, "id", j.name) + (f"@{cut:g}" if cut is not None else "")
+        self.id = "union:" + "+".join(getattr(j, "id", j.name) + (f"@{cut!r}" if cut is not None else "")
                                       for j, cut in self.members)
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
