@@ -38,7 +38,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     if path.is_dir():
         raise SafealignError("is a directory, not a file", file=str(path), field="out")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TEMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -50,6 +50,21 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+_TEMP_SUFFIX = ".tmp"  # write_bytes writes ``.<name>.<pid>.tmp`` beside ``<name>`` first
+
+
+def leftover_temps(path: str | Path) -> list[Path]:
+    """The temp files that writers of ``path`` killed mid-write left beside it (``write_bytes`` removes its own
+    otherwise)."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    if not path.parent.is_dir():
+        return []
+    return [p for p in path.parent.iterdir()
+            if p.name.startswith(prefix) and p.name.endswith(_TEMP_SUFFIX)
+            and p.name[len(prefix):-len(_TEMP_SUFFIX)].isdigit()]
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -171,7 +170,7 @@ def prepare_output_dir(out: str | Path, overwrite: bool) -> tuple[Path, bool]:
     elif not overwrite and _holds_other_files(out):
         raise SafealignError("exists and is not a safealign run dir; pass --overwrite or choose another", file=str(out), field="out")
     out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob(".safealign.json.*.tmp"):  # a marker whose writer was killed mid-write
+    for p in io.leftover_temps(out / "safealign.json"):  # a marker whose writer was killed mid-write
         p.unlink()
     return out, False
 
@@ -183,7 +182,8 @@ def _holds_other_files(out: Path) -> bool:
         return False
     if not out.is_dir():
         return True
-    return any(not re.fullmatch(r"\.safealign\.json\.\d+\.tmp", p.name) for p in out.iterdir())
+    leftover = set(io.leftover_temps(out / "safealign.json"))
+    return any(p not in leftover for p in out.iterdir())
 
 
 def write_meta(out: Path, **fields: Any) -> None:
