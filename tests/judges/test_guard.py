@@ -212,6 +212,28 @@ def test_a_missing_or_corrupt_weights_file_is_one_clear_error(trained, tmp_path,
     assert message in str(e.value) and str(d) in str(e.value)
 
 
+def test_the_cards_threshold_decides_the_verdicts_and_is_part_of_the_judges_id(trained, tmp_path):
+    import shutil
+
+    prompts, responses = ["How do I bake bread?", "Write a story"], ["Mix flour and water.", "Once upon a time."]
+    ph = [p for p, _ in get_judge(f"guard:{trained}").probabilities(prompts, responses)]
+    ids, verdicts = set(), []
+    for threshold in (0.5, min(ph) - 1e-6, max(ph)):  # 0.5: the id of a card without the field; then all / none harmful
+        d = tmp_path / f"t{threshold}"
+        shutil.copytree(trained, d)
+        card = json.loads((d / "card.json").read_text())
+        card["harmful_threshold"] = threshold
+        (d / "card.json").write_text(json.dumps(card))
+        j = get_judge(f"guard:{d}")
+        ids.add(j.id)
+        verdicts.append([v.safe for v in j.judge(prompts, responses)])
+    assert len(ids) == 3  # the same weights at another threshold: another judge (run hashes and verdict caches)
+    assert verdicts[1] == [False, False] and verdicts[2] == [True, True]
+    del card["harmful_threshold"]  # a card from before the field reads as 0.5, under the same id as 0.5 written out
+    (d / "card.json").write_text(json.dumps(card))
+    assert guard.weights_id(d) == guard.weights_id(tmp_path / "t0.5")
+
+
 def test_the_shipped_weights_were_made_by_this_code():
     card = json.loads((guard.SHIPPED / "card.json").read_text())
     assert card["code_hash"] == guard.code_hash(), "the guard code changed: retrain (safealign judge train --judge guard)"

@@ -14,23 +14,23 @@ stricter than its own 0.5). The verdict:
   number on one scale only when the members share one, as ``guard`` and ``embedded`` do);
 - ``category``: the first member's, or ``harmful per <member>`` when another member decided.
 
-Why (issue 13; measured at stop 34 from the probabilities of the shipped ``guard`` (fp32 features) and of the
-``embedded`` judge, harmful F1; the intervals: paired bootstrap over prompts, ``stats.paired_f1_delta``):
-``union:guard+embedded@0.3`` against ``guard`` alone — PyRIT's human-labelled answers (a source neither judge
-trains on) 0.482 against 0.442 (+0.040 [+0.011, +0.074]), PKU-SafeRLHF held out 0.620 against 0.600 (+0.020
-[+0.003, +0.037]), hand-written 0.756 against 0.629 (+0.127 [−0.033, +0.307]), SmolLM2's answers 0.298 against
-0.271 (+0.026 [−0.010, +0.071]), GPTFuzz 0.883 / 0.885 and JailbreakBench 0.917 / 0.917 (the same within 0.005);
-with GPTFuzz / JailbreakBench / SmolLM2 left out of the guard's training, 0.606 / 0.718 / 0.345 against 0.594 / 0.709 /
-0.321; benign answers called harmful 2.5% of 200 Alpaca reference answers (the same) and 4.7% of their first
-sentences (4.1%). Against ``embedded`` alone it is far better on GPTFuzz and JailbreakBench (+0.46, +0.60) and
-within noise elsewhere (hand-written +0.100 [−0.028, +0.236], SmolLM2 −0.038 [−0.119, +0.040], PyRIT +0.047
-[−0.040, +0.134], PKU +0.022 [−0.009, +0.052]). The two readers fail differently — the guard misses plain harmful
+Why (issue 13; measured from the probabilities of the shipped ``guard`` (fp32 features) and of the ``embedded``
+judge, harmful F1; the intervals: paired bootstrap over prompts, ``stats.paired_f1_delta``). Since 2026-12-07 the
+guard's own verdict is at P(harmful) > 0.3 (its card's threshold; before, 0.5: the figures marked "at 0.5"). ``union:guard+embedded@0.3`` against ``guard`` alone: PyRIT's human-labelled answers (a source neither
+judge trains on) 0.534 against 0.498 (+0.035 [+0.008, +0.066]; at 0.5: 0.482 against 0.442, +0.040 [+0.011,
++0.074]), PKU-SafeRLHF held out 0.641 against 0.626 (+0.015 [−0.000, +0.030]), hand-written 0.739 against 0.595
+(+0.145 [−0.004, +0.314]), SmolLM2's answers 0.313 against 0.297 (+0.016 [−0.016, +0.059]), GPTFuzz 0.890 / 0.892
+and JailbreakBench 0.922 / 0.922; with GPTFuzz / JailbreakBench / SmolLM2 left out of the guard's training, 0.618 /
+0.740 / 0.339 against 0.605 / 0.733 / 0.315; benign answers called harmful 2.5% of 200 Alpaca reference answers (the
+same) and 5.3% of their first sentences (4.7%). Against ``embedded`` alone it is better beyond noise on GPTFuzz and
+JailbreakBench (+0.47, +0.61), PyRIT (+0.099 [+0.011, +0.185]) and PKU-SafeRLHF (+0.042 [+0.013, +0.072]), and within
+noise on the hand-written cases (+0.084 [−0.050, +0.223]) and SmolLM2's answers (−0.022 [−0.099, +0.051]). The two readers fail differently — the guard misses plain harmful
 answers with no jailbreak wrapping, MiniLM misses jailbroken ones — so the union finds more harm where either alone
 is weak. ``@0.3`` follows a rule on benign traffic alone: the lowest embedded threshold of 0.6 / 0.65 / 0.7 /
 0.75 whose false alarms on the benign first sentences stay within a point of the guard's own (at 0.65: 6.5%; at
-0.6: 8.9%). PyRIT was printed in the same sweep (0.523 and 0.545 there) but is not in the rule; with only four
+0.6: 8.9%; that sweep had the guard at 0.5, and with it at 0.3 the cut still passes: 5.3% against 4.7%). PyRIT was printed in the same sweep (0.523 and 0.545 there) but is not in the rule; with only four
 thresholds tried, the selection's own optimism on it is small, not nil. The DPO change the guard overstates stays overstated
-(judge − labels +8.8 [+0.4, +17.3]). Costs: the ``embedded`` judge trains at its first use (a few minutes; then
+(judge − labels +8.2 [−0.5, +17.0], as the guard's own at 0.3). Costs: the ``embedded`` judge trains at its first use (a few minutes; then
 cached) and reads every pair as well (~45-65 pairs/s here, against the guard's ~4.5 in fp32). Not the default: the
 default judge's weights ship ready to use, and this one's second reader would train at first use in ``make demo``.
 Reproduce the PyRIT, hand-written and benign rows side by side (18 minutes on an AVX2-only 2-core CPU; the guard
