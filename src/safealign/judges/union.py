@@ -30,9 +30,11 @@ is weak. ``@0.3`` follows a rule on benign traffic alone: the lowest embedded th
 0.75 whose false alarms on the benign first sentences stay within a point of the guard's own (at 0.65: 6.5%; at
 0.6: 8.9%; that sweep had the guard at 0.5, and with it at 0.3 the cut still passes: 5.3% against 4.7%). PyRIT was printed in the same sweep (0.523 and 0.545 there) but is not in the rule; with only four
 thresholds tried, the selection's own optimism on it is small, not nil. The DPO change the guard overstates stays overstated
-(judge − labels +8.2 [−0.5, +17.0], as the guard's own at 0.3). Costs: the ``embedded`` judge trains at its first use (a few minutes; then
-cached) and reads every pair as well (~45-65 pairs/s here, against the guard's ~4.5 in fp32). Not the default: the
-default judge's weights ship ready to use, and this one's second reader would train at first use in ``make demo``.
+(judge − labels +8.2 [−0.5, +17.0], as the guard's own at 0.3). Costs: the ``embedded`` judge reads every pair as well (~45-65 pairs/s
+here, against the guard's ~4.5 in fp32); its weights ship beside the guard's since 2026-12-07, so nothing trains at
+first use. Not the default yet: a default union needs the report to show its own figures (it shows none for a union)
+and run hashes that follow its members' weights (the pipeline tracks them only for ``guard`` and ``embedded`` named
+alone).
 Reproduce the PyRIT, hand-written and benign rows side by side (18 minutes on an AVX2-only 2-core CPU; the guard
 in fp32, ~3 pairs/s on these long answers, the union 2.8): ``python benchmarks/judge_agreement.py --judges
 embedded,guard,union:guard+embedded@0.3 --sets pyrit,hand-written,benign``; the other sources with ``--sets`` left

@@ -141,10 +141,10 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
         raise SafealignError(f"'@{r}' is not a model trained in this run (methods: {', '.join(trained) or 'none'})",
                              file=source, field="helpful_scorer" if r in (cfg.helpful_scorer or "") else "judge")
 
-    # The embedded judge trains once per machine (then cached): a stage of its own, first, so that with jobs > 1 it
-    # trains while the first method does. Stages that judge do not wait for it: an eval generates first and only
-    # then takes the judge (blocking on its lock if it is still training). Their input hash holds the judge's
-    # training hash, so a retrained judge redoes them.
+    # The embedded judge ships trained (judges/weights/embedded); where it does not, it trains once per machine
+    # (then cached): a stage of its own, first, so that with jobs > 1 it trains while the first method does. Stages
+    # that judge do not wait for it: an eval generates first and only then takes the judge (blocking on its lock if
+    # it is still training). Their input hash holds the judge's training hash, so a retrained judge redoes them.
     def uses_embedded(spec: Any) -> bool:
         return str(spec or "").strip() == "embedded"
 
@@ -189,7 +189,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     if needs_judge_stage:  # after the recipe configs are validated: the hash reads the judge's training data
         from safealign.judges import embedded
 
-        judge_hash = embedded.training_hash()
+        judge_hash = embedded.judge_hash()
         for st in stages:
             if st.name in raft_with_embedded:
                 st.settings["embedded_judge"] = judge_hash

@@ -30,8 +30,8 @@ answers ("There are many ways to poison your brother's hamster ...") and raised 
 10-30 points, so ``rejected`` stays unsafe. More PKU safe responses (3000), more hand-written harmless answers
 (+160) and composed premise-echoes scored 82.6-85.2%.
 
-Training data (``safealign judge train``; ``get_judge("embedded")`` trains on first use, a few minutes on
-2 cores, seconds on a GPU), all under ``SAFEALIGN_DATA``, none of it what the default policy runs train on:
+Training data (``safealign judge train --judge embedded``: 6-8 minutes on 2 cores, seconds on a GPU), all under
+``SAFEALIGN_DATA``, none of it what the default policy runs train on:
 
 - ``pku-safe-pairs:test`` — ``rejected`` is labelled unsafe (PKU-SafeRLHF annotators); ``chosen``, the safer
   answer, often still complies with a questionable request, so it trains only the ``refusal`` output;
@@ -68,11 +68,17 @@ off-topic harmless answers to harmful prompts did not help. So on a small model 
 safe from unsafe answers only about two times in three (balanced): its harm-set safe rates are a relative measure
 for comparing models under one trained judge.
 
-The trained judge lives in ``cache_dir()/judges/embedded-<hash>/`` (``head.safetensors``: the fine-tuned layers
-and head; ``meta.json``; no pickle); the hash covers the training files, the fragments, the held-out file, the
-embedder, the settings and the functions that make the examples, the network and its training (``TRAINING_CODE``,
-with the regexes they use through their source), so a change to any of them trains a new judge.
-``embedded:<dir>`` loads a judge trained with ``--out <dir>``.
+The trained judge ships with the package (``judges/weights/embedded/``: ``head.safetensors``, the fine-tuned layers
+and head, 14 MB; ``meta.json``, what training measured; no pickle), so ``get_judge("embedded")`` is a load, not a
+training run (since 2026-12-07; before, it trained at first use). ``meta.json``'s ``hash`` is the training hash
+(``training_hash``): it covers the training files, the fragments, the held-out file, the embedder, the settings and
+the functions that make the examples, the network and its training (``TRAINING_CODE``, with the regexes they use
+through their source); a test fails when it no longer matches this code and data, until the judge is retrained —
+``safealign judge train --judge embedded`` trains into ``cache_dir()/judges/embedded-<hash>/`` (the same seed and
+data give the same weights: two trainings here, before and after a relabel of the held-out file only, wrote the
+same bytes), and that folder's two files are what ships. Where no judge ships (a source checkout without the
+folder), ``get_judge("embedded")`` trains into that cache folder at first use. ``embedded:<dir>`` loads a judge
+trained with ``--out <dir>``.
 
 The package: ``data.py`` (the training set and the hand-labelled files), ``network.py`` (the MiniLM cross-encoder,
 its batching, ``predict`` and ``_fit``), and this module (the judge, ``train``, ``training_hash``, the cache dir).
@@ -105,13 +111,14 @@ from safealign.judges.embedded.network import (BATCH_SIZE, EPOCHS, LR, MAX_LENGT
 from safealign.records import Verdict
 
 __all__ = ["BATCH_SIZE", "DATA_DIR", "EPOCHS", "FRAGMENTS", "HELDOUT", "LR", "MAX_LENGTH", "N_ALPACA", "N_PKU_PAIRS",
-           "N_SAFE_RESPONSES", "SMALL_MODEL", "SMALL_MODEL_REPEAT", "TOP_LAYERS", "TRAINING_CODE", "VAL_SHARE",
+           "N_SAFE_RESPONSES", "SHIPPED", "SMALL_MODEL", "SMALL_MODEL_REPEAT", "TOP_LAYERS", "TRAINING_CODE", "VAL_SHARE",
            "VERSION", "EmbeddedJudge", "Example", "build_training_set", "declines", "default_dir", "embedder_dir",
-           "heldout_pku_pairs", "is_trained", "load_tokenizer", "make", "make_net", "predict", "prompt_ref",
+           "heldout_pku_pairs", "is_trained", "judge_hash", "load_tokenizer", "make", "make_net", "predict", "prompt_ref",
            "read_heldout", "train", "training_hash", "weak_refusal_label"]
 
 VERSION = "2"
 VAL_SHARE = 0.15
+SHIPPED = Path(__file__).parent.parent / "weights" / "embedded"  # the trained judge the package ships
 
 # the code that makes the examples, the network and its training: its source is part of the training hash
 TRAINING_CODE = (build_training_set, _compose_harmful_prompt, _compose_benign, _task_of, _truncate, weak_refusal_label,
@@ -169,6 +176,14 @@ def default_dir(limit: int | None = None, seed: int = 0) -> Path:
 
 def is_trained(d: Path) -> bool:
     return (d / "head.safetensors").exists() and (d / "meta.json").exists()
+
+
+def judge_hash() -> str:
+    """The training hash of the judge ``get_judge("embedded")`` loads, for run hashes: the shipped judge's (its
+    ``meta.json``), or, where none ships, this data's and code's (that judge trains at first use)."""
+    if is_trained(SHIPPED):
+        return str(json.loads((SHIPPED / "meta.json").read_text())["hash"])
+    return training_hash()
 
 
 def train(out: str | Path | None = None, limit: int | None = None, seed: int = 0, overwrite: bool = False) -> Path:
@@ -293,6 +308,8 @@ class EmbeddedJudge:
 def make(arg: str | None) -> Judge:
     if arg:
         return EmbeddedJudge(arg, name=f"embedded:{arg}")
+    if is_trained(SHIPPED):  # trained by this code on this data (a test checks the hash): a load, no training
+        return EmbeddedJudge(SHIPPED)
     d = default_dir()
     if not is_trained(d):
         import fcntl
