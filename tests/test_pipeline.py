@@ -309,6 +309,25 @@ methods:
     assert "guard_judge" not in by["train/rm"].settings and "judge/embedded" not in by
 
 
+def test_a_union_judge_redoes_what_it_judged_when_a_members_weights_change(tmp_path, tiny_lm_dir, data_dir):
+    from safealign.judges import embedded, guard
+
+    cfg_path = write_cfg(tmp_path / "c.yaml", f"""
+model: {tiny_lm_dir}
+judge: union:guard+embedded@0.3
+second_judge: keywords
+benchmarks: harm
+""")
+    stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))
+    by = {s.name: s for s in stages}
+    assert {"judge/guard", "judge/embedded"} <= set(by)  # each member's stage: the report shows its card
+    for name in ("eval/base", "recheck/base"):
+        assert by[name].settings["guard_judge"] == guard.weights_id()
+    assert by["eval/base"].settings["embedded_judge"] == embedded.judge_hash()
+    with pytest.raises(SafealignError, match="at least two judges"):
+        plan(load_config(RunConfig, cfg_path, ["judge=union:guard"]), tmp_path / "run", str(cfg_path))
+
+
 @pytest.mark.parametrize("name", ["quickstart", "study", "sweep", "contrast", "paper"])
 def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
     """Every recipe section of the shipped run configs validates (nothing runs, no model is loaded)."""

@@ -32,9 +32,10 @@ is weak. ``@0.3`` follows a rule on benign traffic alone: the lowest embedded th
 thresholds tried, the selection's own optimism on it is small, not nil. The DPO change the guard overstates stays overstated
 (judge − labels +8.2 [−0.5, +17.0], as the guard's own at 0.3). Costs: the ``embedded`` judge reads every pair as well (~45-65 pairs/s
 here, against the guard's ~4.5 in fp32); its weights ship beside the guard's since 2026-12-07, so nothing trains at
-first use. Not the default yet: a default union needs the report to show its own figures (it shows none for a union)
-and run hashes that follow its members' weights (the pipeline tracks them only for ``guard`` and ``embedded`` named
-alone).
+first use. In a run config (``judge: union:guard+embedded@0.3``) each member named
+``guard`` or ``embedded`` gets its judge stage and its weights in the hash of every stage the union judges, as when
+named alone (a new head, card threshold or training redoes them). Not the default yet: the report's "Which judge
+made each number" shows each member's own measured figures, not the union's.
 Reproduce the PyRIT, hand-written and benign rows side by side (18 minutes on an AVX2-only 2-core CPU; the guard
 in fp32, ~3 pairs/s on these long answers, the union 2.8): ``python benchmarks/judge_agreement.py --judges
 embedded,guard,union:guard+embedded@0.3 --sets pyrit,hand-written,benign``; the other sources with ``--sets`` left

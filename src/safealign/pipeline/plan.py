@@ -19,7 +19,8 @@ from safealign.pipeline.manifest import Stage
 from safealign.pipeline.stages import (analyze_action, analyze_raft_action, compare_action, eval_action, judge_action,
                                        raft_iters_action, recheck_action, report_action, rm_eval_action, train_action)
 
-_REF = re.compile(r"@([a-z0-9][a-z0-9._-]*)")
+# ``@name``: the model dir of ``train/name``; not a number (``union:guard+embedded@0.3``: a cut, not a model)
+_REF = re.compile(r"@(?![0-9.]+(?![a-z0-9._-]))([a-z0-9][a-z0-9._-]*)")
 
 
 def _refs(obj: Any) -> set[str]:
@@ -145,8 +146,16 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     # (then cached): a stage of its own, first, so that with jobs > 1 it trains while the first method does. Stages
     # that judge do not wait for it: an eval generates first and only then takes the judge (blocking on its lock if
     # it is still training). Their input hash holds the judge's training hash, so a retrained judge redoes them.
+    def judges_in(spec: Any) -> set[str]:  # a judge spec's judges: a union's members (cuts dropped), or itself
+        text = str(spec or "").strip()
+        if text.split(":", 1)[0].strip().lower() == "union":
+            from safealign.judges import union
+
+            return {member for member, _ in union.parse(text.split(":", 1)[1] if ":" in text else "")}
+        return {text}
+
     def uses_embedded(spec: Any) -> bool:
-        return str(spec or "").strip() == "embedded"
+        return "embedded" in judges_in(spec)
 
     def raft_judges(s: Any) -> set[str]:  # a RAFT section's ranker and independent judge (default: guard)
         return {str(s.section.get("ranker") or "").strip(), str(s.section.get("independent_judge", "guard")).strip()}
@@ -174,7 +183,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                             else None))
 
     guard_id = None
-    judges_with_guard = "guard" in (str(cfg.judge or "").strip(), str(cfg.second_judge or "").strip())
+    judges_with_guard = "guard" in judges_in(cfg.judge) | judges_in(cfg.second_judge)
     if judges_with_guard or raft_with_guard:
         # the shipped judge: nothing to train; its stage records which weights made the numbers
         from safealign.judges import guard
