@@ -111,10 +111,10 @@ from safealign.judges.embedded.network import (BATCH_SIZE, EPOCHS, LR, MAX_LENGT
 from safealign.records import Verdict
 
 __all__ = ["BATCH_SIZE", "DATA_DIR", "EPOCHS", "FRAGMENTS", "HELDOUT", "LR", "MAX_LENGTH", "N_ALPACA", "N_PKU_PAIRS",
-           "N_SAFE_RESPONSES", "SHIPPED", "SMALL_MODEL", "SMALL_MODEL_REPEAT", "TOP_LAYERS", "TRAINING_CODE", "VAL_SHARE",
-           "VERSION", "EmbeddedJudge", "Example", "build_training_set", "declines", "default_dir", "embedder_dir",
-           "heldout_pku_pairs", "is_trained", "judge_hash", "load_tokenizer", "make", "make_net", "predict", "prompt_ref",
-           "read_heldout", "train", "training_hash", "weak_refusal_label"]
+           "N_SAFE_RESPONSES", "SHIPPED", "SMALL_MODEL", "SMALL_MODEL_REPEAT", "TOP_LAYERS", "TRAINING_CODE",
+           "VAL_SHARE", "VERSION", "EmbeddedJudge", "Example", "build_training_set", "declines", "default_dir",
+           "embedder_dir", "heldout_pku_pairs", "is_trained", "judge_hash", "load_tokenizer", "make", "make_net",
+           "predict", "prompt_ref", "read_heldout", "train", "training_hash", "weak_refusal_label"]
 
 VERSION = "2"
 VAL_SHARE = 0.15
@@ -181,8 +181,9 @@ def is_trained(d: Path) -> bool:
 def judge_hash() -> str:
     """The training hash of the judge ``get_judge("embedded")`` loads, for run hashes: the shipped judge's (its
     ``meta.json``), or, where none ships, this data's and code's (that judge trains at first use)."""
-    if is_trained(SHIPPED):
-        return str(json.loads((SHIPPED / "meta.json").read_text())["hash"])
+    if is_trained(SHIPPED):  # the hash the judge's id names (its weights' sha256 where meta.json has none)
+        meta = json.loads((SHIPPED / "meta.json").read_text())
+        return meta.get("hash") or sha256_file(SHIPPED / "head.safetensors")[:16]
     return training_hash()
 
 
