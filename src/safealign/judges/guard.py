@@ -859,10 +859,15 @@ def weights_id(path: str | Path = SHIPPED) -> str:
                                      ).hexdigest()[:16]
 
 
+def _threshold_of(card: dict[str, Any]) -> float:
+    """The P(harmful) above which a card's judge calls an answer harmful (0.5: cards written before the field)."""
+    return float(card.get("harmful_threshold", 0.5))
+
+
 def _card_threshold(path: Path) -> float:
-    """The ``harmful_threshold`` a judge dir's card names (0.5: cards written before it, or none readable)."""
+    """``_threshold_of`` a judge dir's card (0.5 where none is readable: ``GuardJudge`` reports that one)."""
     try:
-        return float(json.loads((path / "card.json").read_text(encoding="utf-8")).get("harmful_threshold", 0.5))
+        return _threshold_of(json.loads((path / "card.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, AttributeError):
         return 0.5
 
@@ -915,7 +920,7 @@ class GuardJudge:
                      "method_changes": self.card.get("method_changes"), "card": str(path / "card.json")}
         self.id = weights_id(path)
         self.layers = tuple(int(k) for k in self.card.get("layers") or LAYERS)
-        self.threshold = float(self.card.get("harmful_threshold", 0.5))  # cards before it: 0.5
+        self.threshold = _threshold_of(self.card)
         self._backbone = None
 
     def _load(self):
