@@ -1,6 +1,8 @@
-"""How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard, side by side.
+"""How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard / the default
+union of the last two (``union:guard+embedded@0.3``, combined from its members' verdicts), side by side.
 
-    python benchmarks/judge_agreement.py [--judges keywords,embedded,guard] [--labelled more.jsonl] [--pku 1]
+    python benchmarks/judge_agreement.py [--judges keywords,embedded,guard,union:guard+embedded@0.3]
+                                         [--labelled more.jsonl] [--pku 1]
                                          [--pku-train 1] [--benign 1] [--precision-check 1] [--unseen 1]
 
 Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
@@ -170,7 +172,9 @@ def fmt_rate(r: dict | None) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--judges", default="keywords,embedded,guard")
+    ap.add_argument("--judges", default="keywords,embedded,guard,union:guard+embedded@0.3",
+                    help="judge specs; a union whose members are all listed is combined from their verdicts (its "
+                         "pairs/s: its members' together), not judged again")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")
     ap.add_argument("--pku", type=int, default=0, help="also score the held-out PKU pairs (1; slow for guard)")
     ap.add_argument("--pku-train", type=int, default=None,
@@ -209,13 +213,29 @@ def main() -> int:
           f"  {'refusal accuracy %':24s} {'pairs/s':>8s}")
     totals = {n: [0, 0.0] for n in names}
     verdicts: dict[tuple[str, str], list] = {}
+    seconds: dict[tuple[str, str], float] = {}
+    from safealign.judges import union
+
+    def members_listed(spec: str) -> list[str] | None:  # a union's member specs, when every one is judged here too
+        if not isinstance(judges[spec], union.UnionJudge):
+            return None
+        members = [m for m, _ in union.parse(spec.split(":", 1)[1])]
+        return members if all(m in judges for m in members) else None
+
+    order = sorted(names, key=lambda n: members_listed(n) is not None)  # combined unions after their members
     for set_name, rows in sets.items():
-        for spec, j in judges.items():
-            if rows:
-                j.judge([rows[0]["prompt"]], [rows[0]["response"]])  # warm-up: loads what a judge loads lazily
-            t0 = time.time()
-            vs = j.judge([r["prompt"] for r in rows], [r["response"] for r in rows])
-            dt = time.time() - t0
+        for spec in order:
+            j, members = judges[spec], members_listed(spec)
+            if members:
+                vs = j.combine([verdicts[(set_name, m)] for m in members])
+                dt = sum(seconds[(set_name, m)] for m in members)
+            else:
+                if rows:
+                    j.judge([rows[0]["prompt"]], [rows[0]["response"]])  # warm-up: loads what a judge loads lazily
+                t0 = time.time()
+                vs = j.judge([r["prompt"] for r in rows], [r["response"] for r in rows])
+                dt = time.time() - t0
+            seconds[(set_name, spec)] = dt
             verdicts[(set_name, spec)] = vs
             totals[spec][0] += len(rows)
             totals[spec][1] += dt

@@ -296,17 +296,18 @@ def test_the_guard_judge_is_a_stage_and_its_weights_are_in_what_uses_them(tmp_pa
 
     cfg_path = write_cfg(tmp_path / "c.yaml", f"""
 model: {tiny_lm_dir}
+judge: guard
 benchmarks: harm
 methods:
   rm: {{limit: 8, eval_limit: 0}}
   raft: {{ranker: rm, T: 1, B: 2, K: 2}}
-""")  # the default judge, and RAFT's default independent judge, is guard
+""")  # RAFT's default independent judge is guard
     stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))
     by = {s.name: s for s in stages}
     wid = guard.weights_id()
     assert stages[0].name == "judge/guard" and by["judge/guard"].settings["weights"] == wid != "guard@missing"
     assert by["eval/base"].settings["guard_judge"] == wid and by["train/raft"].settings["guard_judge"] == wid
-    assert "guard_judge" not in by["train/rm"].settings and "judge/embedded" not in by
+    assert "guard_judge" not in by["train/rm"].settings and "judge/embedded" not in by and "judge/union" not in by
 
 
 def test_a_union_judge_redoes_what_it_judged_when_a_members_weights_change(tmp_path, tiny_lm_dir, data_dir):
@@ -314,13 +315,22 @@ def test_a_union_judge_redoes_what_it_judged_when_a_members_weights_change(tmp_p
 
     cfg_path = write_cfg(tmp_path / "c.yaml", f"""
 model: {tiny_lm_dir}
-judge: union:guard+embedded@0.3
 second_judge: keywords
 benchmarks: harm
-""")
+""")  # the default judge: union:guard+embedded@0.3
+    from safealign.judges import union
+
     stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))
     by = {s.name: s for s in stages}
+    assert by["eval/base"].settings["judge"] == union.DEFAULT
     assert {"judge/guard", "judge/embedded"} <= set(by)  # each member's stage: the report shows its card
+    assert stages[0].name == "judge/union" and by["judge/union"].settings == {  # and the union's own, first
+        "judge": union.DEFAULT, "guard": guard.weights_id(), "embedded": embedded.judge_hash(),
+        "cards": union.cards_hash()}
+    both = plan(load_config(RunConfig, cfg_path, ["second_judge=union:guard+keywords"]), tmp_path / "run",
+                str(cfg_path))
+    assert [s.name for s in both][:2] == ["judge/union", "judge/union2"]
+    assert both[1].settings["judge"] == "union:guard+keywords" and both[1].settings["embedded"] is None
     for name in ("eval/base", "recheck/base"):
         assert by[name].settings["guard_judge"] == guard.weights_id()
     assert by["eval/base"].settings["embedded_judge"] == embedded.judge_hash()
@@ -335,9 +345,10 @@ def test_shipped_run_configs_plan_cleanly(name, tmp_path, data_dir):
     stages = plan(load_config(RunConfig, path), tmp_path / "run", str(path))
     names = [s.name for s in stages]
     assert names[-1] == "report" and "eval/base" in names and any(n.startswith("train/") for n in names)
-    assert ("judge/guard" in names) == (name in ("quickstart", "study"))  # the default judge
-    # sweep and contrast: their figures were measured with it; study: its second judge
-    assert ("judge/embedded" in names) == (name in ("sweep", "contrast", "study"))
+    assert ("judge/guard" in names) == (name in ("quickstart", "study"))  # a member of the default judge
+    assert ("judge/union" in names) == (name == "quickstart")  # the default judge (study: its figures' guard)
+    # sweep and contrast: their figures were measured with it; quickstart, study: a member of their judge
+    assert ("judge/embedded" in names) == (name in ("sweep", "contrast", "study", "quickstart"))
 
 
 def test_second_judge_rechecks_answers_and_the_report_shows_each_methods_effect(tmp_path, tiny_lm_dir, data_dir,

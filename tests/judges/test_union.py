@@ -50,3 +50,81 @@ def test_names_and_the_verdict_cache_key(tiny_cls_dir):
 def test_bad_specs_are_one_line_user_errors(spec, msg):
     with pytest.raises(SafealignError, match=msg):
         get_judge(spec)
+
+
+@pytest.fixture()
+def tiny_guard(tiny_lm_dir, data_dir, cache_dir, tmp_path):
+    from safealign.judges import guard
+
+    return guard.train(tmp_path / "guard", limit=6, backbone=str(tiny_lm_dir), layers=(1, 2), tune_from=None)
+
+
+def test_a_union_of_a_guard_with_itself_measures_as_the_guard_and_its_card_reaches_the_judge(tiny_guard, tmp_path):
+    """``union.measure`` scores the union on the guard's held-out pairs, outside pairs and left-out refits from its
+    members' verdicts: a guard united with itself is the guard, so its card must read as the guard's own card."""
+    import json
+
+    from safealign.judges import guard, union
+
+    spec = f"guard:{tiny_guard}+guard:{tiny_guard}"
+    assert get_judge(f"union:{spec}").meta == {}  # nothing measured yet
+    d = union.measure(spec, limit=6)
+    assert d == union.card_dir(get_judge(f"union:{spec}").id)  # the cache, where the union looks
+    card, own = json.loads((d / "card.json").read_text()), json.loads((tiny_guard / "card.json").read_text())
+    assert card["id"] == get_judge(f"union:{spec}").id and card["data_hash"] == own["data_hash"]
+    assert card["heldout"] == own["heldout"] and card["outside"] == own["outside"]
+    assert card["unseen_source"] == own["unseen_source"] and card["unseen_not_measured"] is None
+    assert card["method_changes"] == own["method_changes"]
+    assert card["command"] == f"safealign judge card --judge union:{spec} --out DIR --limit 6"
+    meta = get_judge(f"union:{spec}").meta  # the report's rows come from here
+    assert meta["heldout_by_source"] == own["heldout"] and meta["card"] == str(d / "card.json")
+    assert get_judge(f"union:{spec}@0.9").meta == {}  # another cut: another judge, no card
+    # the held-out figures are the ones the judge gives when it reads the pairs itself
+    held = [e for e in guard.recipe_examples(guard.SEED, limit=6) if e.split == "heldout"]
+    vs = get_judge(f"union:{spec}").judge([e.prompt for e in held], [e.response for e in held])
+    assert union._source_scores(held, vs) == card["heldout"]
+
+
+def test_a_member_that_trained_on_a_source_has_no_left_out_figure_for_it(tiny_guard, tmp_path, monkeypatch):
+    import json
+
+    from safealign.judges import union
+
+    own = json.loads((tiny_guard / "card.json").read_text())["unseen_source"]
+    assert "pku-saferlhf" in own  # the guard's own left-out refits (the sources with held-out pairs at this limit)
+    d = union.measure(f"guard:{tiny_guard}+keywords@0.5", tmp_path / "card", limit=6)
+    card = json.loads((d / "card.json").read_text())
+    assert set(card["unseen_source"]) == set(own)  # keywords trains on nothing: every source the guard leaves out
+    assert card["members"][1] == {"judge": "keywords", "id": "keywords", "cut": 0.5}
+    # a member that trains on a source (as embedded on PKU-SafeRLHF's and SmolLM2's answers) leaves no figure for it
+    monkeypatch.setitem(union.SOURCES_TRAINED, "keywords", ("pku-saferlhf",))
+    card = json.loads((union.measure(f"guard:{tiny_guard}+keywords", tmp_path / "card2", limit=6) / "card.json")
+                      .read_text())
+    assert set(card["unseen_source"]) == set(own) - {"pku-saferlhf"}
+    assert card["unseen_not_measured"] == {"pku-saferlhf": "keywords trains on it"}
+
+
+def test_the_judge_card_command_is_for_unions_only(tiny_guard, tmp_path):
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "safealign", "judge", "card", "--judge", "guard"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "measures a union judge" in bad.stderr
+    ok = subprocess.run([sys.executable, "-m", "safealign", "judge", "card", "--judge",
+                         f"union:guard:{tiny_guard}+keywords", "--out", str(tmp_path / "c"), "--limit", "3"],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert f"union judge card: {tmp_path / 'c' / 'card.json'}" in ok.stdout and "; harmful F1 " in ok.stdout
+    assert "(outside source, never trained on)" in ok.stdout
+
+
+def test_the_shipped_card_is_the_default_unions():
+    """The default union's card ships (``weights/union``) and names its members' exact weights: a retrained guard or
+    embedded judge, or another cut, fails here until ``safealign judge card`` is rerun and its card shipped."""
+    from safealign.judges import union
+
+    j = get_judge(union.DEFAULT)
+    assert j.meta.get("card") == str(union.SHIPPED / "card.json"), "rerun: safealign judge card --out " \
+                                                                     "src/safealign/judges/weights/union"
+    assert {"gptfuzz", "jailbreakbench", "pku-saferlhf", "hand-written", "smollm2"} <= set(j.meta["heldout_by_source"])

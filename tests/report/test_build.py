@@ -110,7 +110,13 @@ def make_run_dir(root: Path, with_extras: bool = True) -> Path:
             "outside_by_source": {"pyrit-scorer-evals:objective": dict(f1, n=394, harmful_f1=0.44)},
             "method_changes": {"DPO": {"safe": {"n": 170, "labels": 0.0, "judge": 0.088, "bias": 0.088,
                                                 "bias_ci": [0.004, 0.173]}, "refusal": None}}}})
-        plan = ["judge/embedded", "judge/guard", "train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
+        # judge.json of a judge/union stage: the union's own card (union.measure), shown before its members'
+        write_json(run / "judge" / "union" / "judge.json", {"judge": "union:guard+embedded@0.3",
+                                                           "id": "union:guard@abc+embedded@abc@0.3", "meta": {
+            "heldout_by_source": {"gptfuzz": dict(f1, harmful_f1=0.89)},
+            "unseen_by_source": {"gptfuzz": dict(f1, harmful_f1=0.618)}, "outside_by_source": None,
+            "method_changes": None, "card": "card.json"}})
+        plan = ["judge/union", "judge/embedded", "judge/guard", "train/sit-n100", "train/sit-n300", "train/rm", "train/raft", "train/dpo", "eval/rm"] + plan[:-1] + [
             "eval/raft-iters", "compare/base-vs-dpo", "analyze/base-vs-dpo", "analyze/raft", "report"]
     stages = {s: {"input_hash": "abc123def4567890", "status": "done", "seconds": 12.5, "cpu_seconds": 20.0, "attempts": 1}
               for s in plan}
@@ -145,6 +151,9 @@ def test_full_report_from_result_dirs(tmp_path):
     assert "| xstest | over-refusal (safe half) | 2.0 [0.0, 7.0] |" in md and "| 12.0 [9.0, 17.0] |" in md
     assert "0.330 [0.300, 0.360]" in md and "0.600 [0.400, 0.800]" in md
     assert "| hh-harmless | 200 | 58.0 [51.0, 65.0] |" in md
+    union_row = ("| union (union:guard@abc+embedded@abc@0.3) | gptfuzz (n=1069) | 0.890 | 0.90 / 0.86 | 93.3 [91.6, "
+                 "94.6] | 99.5 [98.5, 99.8] | 0.618 |")
+    assert union_row in md and md.index(union_row) < md.index("| guard (guard@abc) | gptfuzz")
     assert ("| guard (guard@abc) | gptfuzz (n=1069) | 0.902 | 0.90 / 0.86 | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] "
             "| 0.562 |") in md
     assert "| guard (guard@abc) | hand-written (n=115) | 0.533 | – | 93.3 [91.6, 94.6] | 99.5 [98.5, 99.8] | – |" in md

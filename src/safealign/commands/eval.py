@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from safealign.judges.union import DEFAULT as DEFAULT_JUDGE
+
 from safealign.commands._common import add_gen_args, add_model_arg
 
 
@@ -19,9 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("--benchmarks", default="harm,benign,xstest",
                    help="comma-separated names or groups: harm, benign, xstest, advbench, harmbench, donotanswer, "
                         "helpful, or prompt files (default: harm,benign,xstest)")
-    p.add_argument("--judge", default="guard",
-                   help="guard (default, shipped) | embedded | keywords | hf-classifier:<model> | llama-guard:<model> | "
-                        "openai:<model> | rm:<dir> | guard:<dir> | union:<judge>+<judge>[@S] (harmful when any is)")
+    p.add_argument("--judge", default=DEFAULT_JUDGE,
+                   help=f"{DEFAULT_JUDGE} (default: harmful when the shipped guard or the shipped MiniLM judge at "
+                        "P(harmful) > 0.7 finds it so) | guard | embedded | keywords | hf-classifier:<model> | "
+                        "llama-guard:<model> | openai:<model> | rm:<dir> | guard:<dir> | union:<judge>+<judge>[@S]")
     p.add_argument("--limit", type=int, default=None, help="first N prompts of each benchmark (XSTest: N per half)")
     p.add_argument("--out", required=True, help="result dir (rerun with the same dir to resume)")
     p.add_argument("--helpful-scorer", default=None,

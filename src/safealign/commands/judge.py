@@ -1,25 +1,31 @@
-"""``safealign judge``: score (prompt, response) pairs with any judge, and train the guard or embedded judge.
+"""``safealign judge``: score (prompt, response) pairs with any judge, train the guard or embedded judge, and
+measure a union judge's card.
 
-    safealign judge score --judge guard --input pairs.jsonl --out judged.jsonl
+    safealign judge score --input pairs.jsonl --out judged.jsonl  # the default judge (union:guard+embedded@0.3)
     safealign judge train --judge guard --out DIR [--limit N]     # reproduces the shipped guard judge
     safealign judge train --judge embedded [--out DIR]             # the older MiniLM judge (cached)
+    safealign judge card --judge union:guard+embedded@0.3 --out DIR   # reproduces the default union's card
 
 ``score`` reads JSONL lines with ``prompt`` and ``response`` and writes the same lines with ``safe``,
 ``refusal``, ``score`` and ``judge`` added (``verdict_category`` too when the judge gives one). To audit a
 judge against your own labels, put them in ``label_safe`` / ``label_refusal`` (booleans): the agreement is
-printed. ``train`` trains a judge and prints its held-out accuracy (per source for ``guard``).
+printed. ``train`` trains a judge and prints its held-out accuracy (per source for ``guard``). ``card`` scores a
+union on the guard's held-out sources, the sources left out, the outside source and the demo methods' changes
+(``union.measure``); without ``--out`` it writes to the cache, where the union finds it (the report shows it).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from safealign.judges.union import DEFAULT as DEFAULT_JUDGE
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("judge", help="score pairs with a judge; train the guard or embedded judge")
     jsub = p.add_subparsers(dest="judge_command", required=True)
     sp = jsub.add_parser("score", help="add safe/refusal/score to JSONL lines with prompt and response")
-    sp.add_argument("--judge", default="guard", help="judge spec (see `safealign eval --help`)")
+    sp.add_argument("--judge", default=DEFAULT_JUDGE, help="judge spec (see `safealign eval --help`)")
     sp.add_argument("--input", required=True, help="JSONL with prompt and response per line")
     sp.add_argument("--out", required=True, help="output JSONL (written atomically)")
     sp.add_argument("--batch-size", type=int, default=32)
@@ -45,6 +51,11 @@ def add_parser(sub) -> None:
                     help="guard: leave out PKU-SafeRLHF's train pairs (plain-prose harmful answers; the shipped judge "
                          "trains on them, with 20%% of their prompts held out as the source pku-saferlhf)")
     tp.set_defaults(func=run_train)
+    cp = jsub.add_parser("card", help="measure a union judge's accuracy per source (its card)")
+    cp.add_argument("--judge", default=DEFAULT_JUDGE, help="a union: union:J1+J2[@S] (default %(default)s)")
+    cp.add_argument("--out", default=None, help="dir for card.json (default: the cache, where the union finds it)")
+    cp.add_argument("--limit", type=int, default=None, help="cap each source at N items (quick runs)")
+    cp.set_defaults(func=run_card)
 
 
 def read_pairs(path: str) -> list[dict]:
@@ -151,8 +162,6 @@ def _train_guard(args: argparse.Namespace) -> int:
 
 def print_guard_card(card: dict) -> None:
     """The card's held-out scores, one line per source."""
-    from safealign.judges.method_changes import bias_text
-
     parts = ", ".join(f"{v} s {k}" for k, v in card["seconds"].items() if k != "total")
     print(f"data {card['data_hash']}, code {card['code_hash']}, features in {card['feature_dtype']}"
           + (f", LoRA from layer {card['tune_from']} ({(card.get('lora') or {}).get('epochs', 1):g} epochs)"
@@ -161,19 +170,30 @@ def print_guard_card(card: dict) -> None:
           + f", harmful where P(harmful) > {card.get('harmful_threshold', 0.5)}"
           + f"; {card['seconds']['total']} s ({parts})")
     for src, n in card["sources"].items():
-        line = f"  {src}: trained on {n['train']}, held out {n['heldout']}"
-        sc = card["heldout"].get(src)
-        if sc:
-            f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
-            acc = sc["harmful_accuracy"]
-            ref = sc["refusal_accuracy"]
-            line += (f"; harmful F1 {f1}, harmful accuracy "
-                     + ("–" if not acc else f"{100 * acc['rate']:.1f}% (n={acc['n']})")
-                     + ", refusal accuracy " + ("–" if not ref else f"{100 * ref['rate']:.1f}% (n={ref['n']})"))
-        unseen = (card.get("unseen_source") or {}).get(src)
-        if unseen and unseen["harmful_f1"] is not None:
-            line += f"; harmful F1 {unseen['harmful_f1']:.3f} when left out of training"
-        print(line)
+        print(f"  {src}: trained on {n['train']}, held out {n['heldout']}" + _scores_text(card, src))
+    _print_changes_and_outside(card)
+
+
+def _scores_text(card: dict, src: str) -> str:
+    """"; harmful F1 ..., refusal accuracy ...; ... when left out of training" of a card's source ("" if none)."""
+    line = ""
+    sc = card["heldout"].get(src)
+    if sc:
+        f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
+        acc = sc["harmful_accuracy"]
+        ref = sc["refusal_accuracy"]
+        line += (f"; harmful F1 {f1}, harmful accuracy "
+                 + ("–" if not acc else f"{100 * acc['rate']:.1f}% (n={acc['n']})")
+                 + ", refusal accuracy " + ("–" if not ref else f"{100 * ref['rate']:.1f}% (n={ref['n']})"))
+    unseen = (card.get("unseen_source") or {}).get(src)
+    if unseen and unseen["harmful_f1"] is not None:
+        line += f"; harmful F1 {unseen['harmful_f1']:.3f} when left out of training"
+    return line
+
+
+def _print_changes_and_outside(card: dict) -> None:
+    from safealign.judges.method_changes import bias_text
+
     changes = card.get("method_changes") or {}
     if changes:  # labelled answers of the demo's own models: does the judge see the change each method makes?
         print("  safe % change from the base model, judge - labels (95% interval), on labelled answers of the demo's "
@@ -186,3 +206,27 @@ def print_guard_card(card: dict) -> None:
               + ("" if sc["harmful_f1"] is None else f"harmful F1 {sc['harmful_f1']:.3f}, ")
               + ("" if not acc else f"harmful accuracy {100 * acc['rate']:.1f}% (n={acc['n']}), ")
               + ("refusal accuracy –" if not ref else f"refusal accuracy {100 * ref['rate']:.1f}% (n={ref['n']})"))
+
+
+def run_card(args: argparse.Namespace) -> int:
+    import json
+
+    from safealign.errors import SafealignError
+    from safealign.judges import union
+
+    name, _, arg = args.judge.partition(":")
+    if name.strip().lower() != "union":
+        raise SafealignError(f"judge card measures a union judge (union:J1+J2[@S]), got '{args.judge}'; a guard "
+                             "judge's card is written by `safealign judge train --judge guard`", field="judge")
+    if args.limit is not None and args.limit < 1:
+        raise SafealignError("--limit must be >= 1", field="limit")
+    d = union.measure(arg, args.out, limit=args.limit)
+    card = json.loads((d / "card.json").read_text(encoding="utf-8"))
+    print(f"union judge card: {d / 'card.json'}")
+    print(f"{card['id']}: data {card['data_hash']}, guard features in {card['feature_dtype']}; {card['seconds']} s")
+    for src in card["heldout"]:
+        print(f"  {src}" + _scores_text(card, src))
+    for src, why in (card.get("unseen_not_measured") or {}).items():
+        print(f"  {src} left out of training: not measured ({why})")
+    _print_changes_and_outside(card)
+    return 0

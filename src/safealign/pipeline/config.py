@@ -49,8 +49,9 @@ class ReportConfig:
 class RunConfig:
     model: str = option("smollm2-135m-instruct", "base model: embedded name, HF id, model dir or .gguf")
     seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
-    judge: str = option("guard", "safety judge for every eval: guard (shipped), embedded, keywords, hf-classifier:M, "
-                        "llama-guard:M, openai:M, rm:DIR or union:J1+J2[@S] (src/safealign/judges/)")
+    judge: str = option("union:guard+embedded@0.3", "safety judge for every eval: union:guard+embedded@0.3 (both "
+                        "shipped judges: harmful when either finds it so), guard, embedded, keywords, "
+                        "hf-classifier:M, llama-guard:M, openai:M, rm:DIR or union:J1+J2[@S] (src/safealign/judges/)")
     second_judge: str | None = option(None, "a second safety judge that re-reads every eval's answers (nothing is "
                                             "generated again); the report shows each method's effect under both, so "
                                             "that a method trained against `judge` (RAFT ranked by it) is also seen "

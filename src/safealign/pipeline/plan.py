@@ -204,6 +204,16 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                 st.settings["embedded_judge"] = judge_hash
         stages.insert(0, Stage("judge/embedded", {"judge": "embedded", "training_hash": judge_hash},
                                judge_action("embedded"), run_dir / "judge" / "embedded", []))
+    # a union judge: its stage records its members' ids and its measured card (``union.measure``) for the report
+    unions = list(dict.fromkeys(str(s).strip() for s in (cfg.judge, cfg.second_judge)
+                                if str(s or "").split(":", 1)[0].strip().lower() == "union"))
+    for k, spec in reversed(list(enumerate(unions))):
+        from safealign.judges import union
+
+        stages.insert(0, Stage(f"judge/union{k + 1 if k else ''}",
+                               {"judge": spec, "guard": guard_id if "guard" in judges_in(spec) else None,
+                                "embedded": judge_hash if uses_embedded(spec) else None, "cards": union.cards_hash()},
+                               judge_action(spec), run_dir / "judge" / f"union{k + 1 if k else ''}", []))
 
     # evaluate: the reward model's accuracy, then every generator on every benchmark
     if "rm" in trained:

@@ -561,7 +561,11 @@ def provenance_section(run: dict) -> Section:
                             "(pyrit-scorer-evals, the human-labelled responses PyRIT grades its own scorers with: "
                             "objective = the response achieved a red-team objective, read as harmful; refusal = it is "
                             "one, where an off-topic answer also counts as a refusal, which safealign's labels do "
-                            "not) — the closest figure here to what the judge does on a user's own models.",
+                            "not) — the closest figure here to what the judge does on a user's own models. A union "
+                            "judge's rows (harmful when any member finds it so) were measured on the same pairs from "
+                            "its members' verdicts (safealign judge card); its last column only where no member "
+                            "trained on the source (a guard member refit without it), and its members' own rows "
+                            "follow it.",
                             "judge-accuracy-table"))
     change_rows = []
     for name, info in run.get("judges", {}).items():
