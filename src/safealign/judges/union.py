@@ -230,7 +230,7 @@ def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -
     held_v, outside_v, unseen_v = [], [], []  # per member: verdicts on held, on outside, per left-out source
     dtypes = set()
     for member, _ in union.members:
-        if isinstance(member, guard.GuardJudge):
+        if isinstance(member, guard.GuardJudge) and member.card.get("tune_from") is None:  # frozen: cached features
             spec, layers = member.card.get("backbone_spec"), member.layers
             x, dtype = guard.compute_features(examples, spec, layers)
             dtypes.add("bf16" if "bfloat16" in str(dtype) else "fp32")
@@ -252,7 +252,7 @@ def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -
                     per_source[src] = read(guard.fit_head(x[tr], y[tr], seed), x[rows], [examples[i] for i in rows])
                     bar.advance(task)
             unseen_v.append(per_source)
-        else:
+        else:  # as it judges (a LoRA-tuned guard too: its features are its tuned backbone's)
             held_v.append(judge_in_batches(member, [e.prompt for e in held], [e.response for e in held], 64,
                                            "held-out pairs"))
             outside_v.append(judge_in_batches(member, [e.prompt for e in outside], [e.response for e in outside], 64,

@@ -207,9 +207,9 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     # a union judge: its stage records its members' ids and its measured card (``union.measure``) for the report
     unions = list(dict.fromkeys(str(s).strip() for s in (cfg.judge, cfg.second_judge)
                                 if str(s or "").split(":", 1)[0].strip().lower() == "union"))
-    for k, spec in reversed(list(enumerate(unions))):
+    if unions:
         from safealign.judges import union
-
+    for k, spec in reversed(list(enumerate(unions))):
         stages.insert(0, Stage(f"judge/union{k + 1 if k else ''}",
                                {"judge": spec, "guard": guard_id if "guard" in judges_in(spec) else None,
                                 "embedded": judge_hash if uses_embedded(spec) else None, "cards": union.cards_hash()},
