@@ -1,7 +1,7 @@
 """How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard / the default
-union of the last two (``union:guard+embedded@0.3``, combined from its members' verdicts), side by side.
+union of the last two (``union:guard+embedded@0.3+refusal=all``, combined from its members' verdicts), side by side.
 
-    python benchmarks/judge_agreement.py [--judges keywords,embedded,guard,union:guard+embedded@0.3]
+    python benchmarks/judge_agreement.py [--judges keywords,embedded,guard,union:guard+embedded@0.3+refusal=all]
                                          [--labelled more.jsonl] [--pku 1]
                                          [--pku-train 1] [--benign 1] [--precision-check 1] [--unseen 1]
 
@@ -172,7 +172,7 @@ def fmt_rate(r: dict | None) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--judges", default="keywords,embedded,guard,union:guard+embedded@0.3",
+    ap.add_argument("--judges", default="keywords,embedded,guard,union:guard+embedded@0.3+refusal=all",
                     help="judge specs; a union whose members are all listed is combined from their verdicts (its "
                          "pairs/s: its members' together), not judged again")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")

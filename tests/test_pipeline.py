@@ -317,7 +317,7 @@ def test_a_union_judge_redoes_what_it_judged_when_a_members_weights_change(tmp_p
 model: {tiny_lm_dir}
 second_judge: keywords
 benchmarks: harm
-""")  # the default judge: union:guard+embedded@0.3
+""")  # the default judge: union.DEFAULT
     from safealign.judges import union
 
     stages = plan(load_config(RunConfig, cfg_path), tmp_path / "run", str(cfg_path))

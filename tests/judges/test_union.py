@@ -33,6 +33,19 @@ def test_an_answer_is_harmful_when_any_member_counts_it_harmful(tiny_cls_dir):
     assert [v.safe for v in plain] == [f.safe and s > 0 for f, s in zip(first, raw)]
 
 
+def test_with_refusal_all_an_answer_is_a_refusal_only_where_every_member_calls_it_one(tiny_cls_dir):
+    kw, cls = get_judge("keywords"), get_judge(f"hf-classifier:{tiny_cls_dir}")
+    first, second = kw.judge(PROMPTS, RESPONSES), cls.judge(PROMPTS, RESPONSES)
+    plain = get_judge(f"union:keywords+hf-classifier:{tiny_cls_dir}").judge(PROMPTS, RESPONSES)
+    u = get_judge(f"union:keywords+refusal=all+hf-classifier:{tiny_cls_dir}")  # the part may stand anywhere
+    got = u.judge(PROMPTS, RESPONSES)
+    assert [v.refusal for v in got] == [a.refusal and b.refusal for a, b in zip(first, second)]
+    assert [(v.safe, v.score, v.category) for v in got] == [(v.safe, v.score, v.category) for v in plain]
+    assert u.id == f"union:keywords+hf-classifier:{tiny_cls_dir}+refusal=all" and len(u.members) == 2
+    assert get_judge(f"union:keywords+hf-classifier:{tiny_cls_dir}+refusal=first").id == \
+        f"union:keywords+hf-classifier:{tiny_cls_dir}"
+
+
 def test_names_and_the_verdict_cache_key(tiny_cls_dir):
     u = get_judge(f"union:keywords + hf-classifier:{tiny_cls_dir}@0.25")
     assert u.name == f"union:keywords + hf-classifier:{tiny_cls_dir}@0.25"
@@ -46,6 +59,8 @@ def test_names_and_the_verdict_cache_key(tiny_cls_dir):
     ("union:keywords+union:keywords+keywords", "cannot be a union"),
     ("union:keywords+keywords@high", "is not a number"),
     ("union:keywords+nosuchjudge", "unknown judge 'nosuchjudge'"),
+    ("union:keywords+keywords+refusal=some", "refusal=some is not one of first, all"),
+    ("union:keywords+refusal=all", "at least two judges"),
 ])
 def test_bad_specs_are_one_line_user_errors(spec, msg):
     with pytest.raises(SafealignError, match=msg):

@@ -1,10 +1,10 @@
 """``safealign judge``: score (prompt, response) pairs with any judge, train the guard or embedded judge, and
 measure a union judge's card.
 
-    safealign judge score --input pairs.jsonl --out judged.jsonl  # the default judge (union:guard+embedded@0.3)
+    safealign judge score --input pairs.jsonl --out judged.jsonl  # the default judge (union.DEFAULT)
     safealign judge train --judge guard --out DIR [--limit N]     # reproduces the shipped guard judge
     safealign judge train --judge embedded [--out DIR]             # the older MiniLM judge (cached)
-    safealign judge card --judge union:guard+embedded@0.3 --out DIR   # reproduces the default union's card
+    safealign judge card --out DIR   # reproduces the default union's card (--judge union:...: another union's)
 
 ``score`` reads JSONL lines with ``prompt`` and ``response`` and writes the same lines with ``safe``,
 ``refusal``, ``score`` and ``judge`` added (``verdict_category`` too when the judge gives one). To audit a

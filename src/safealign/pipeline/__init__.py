@@ -8,8 +8,9 @@ each one call into the pieces that do the work (nothing is reimplemented here):
                                                          writes judge.json (its weights id and held-out accuracy)
     judge/embedded     safealign.judges.get_judge        trains (once per machine) and caches the embedded judge,
                                                          when the run judges with it; writes judge.json (accuracy)
-    judge/union        safealign.judges.get_judge        a union judge (the default, union:guard+embedded@0.3) or
-                                                         second judge: judge.json with its card (union.measure)
+    judge/union        safealign.judges.get_judge        a union judge (the default, union:guard+embedded@0.3+
+                                                         refusal=all) or second judge: judge.json with its card
+                                                         (union.measure)
     train/sit-n<N>     safealign.recipes.sit.run         one per N in methods.sit.n_safety (the SIT sweep)
     train/rm           safealign.recipes.rm.run
     train/raft         safealign.recipes.raft.run        ranker "rm" = the reward model trained in this run

@@ -8,6 +8,7 @@ from typing import Any
 
 from safealign.config import option
 from safealign.generate import GenParams
+from safealign.judges.union import DEFAULT as DEFAULT_JUDGE
 
 PIPELINE_VERSION = 1  # part of every input hash; bump when a stage's meaning changes
 METHODS = ("sit", "rm", "raft", "dpo")  # the order they train in, unless references say otherwise
@@ -49,8 +50,8 @@ class ReportConfig:
 class RunConfig:
     model: str = option("smollm2-135m-instruct", "base model: embedded name, HF id, model dir or .gguf")
     seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
-    judge: str = option("union:guard+embedded@0.3", "safety judge for every eval: union:guard+embedded@0.3 (both "
-                        "shipped judges: harmful when either finds it so), guard, embedded, keywords, "
+    judge: str = option(DEFAULT_JUDGE, f"safety judge for every eval: {DEFAULT_JUDGE} (both shipped judges: "
+                        "harmful when either finds it so, a refusal when both do), guard, embedded, keywords, "
                         "hf-classifier:M, llama-guard:M, openai:M, rm:DIR or union:J1+J2[@S] (src/safealign/judges/)")
     second_judge: str | None = option(None, "a second safety judge that re-reads every eval's answers (nothing is "
                                             "generated again); the report shows each method's effect under both, so "
