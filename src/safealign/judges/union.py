@@ -51,7 +51,7 @@ SmolLM2 +4.6 but PKU −3.1 and first sentences −3.0 beyond noise; a majority 
 
 The default judge since 2026-12-07 (``DEFAULT``: ``safealign eval``, run configs, ``judge score``; the quickstart's
 figures in the README are its). Its card ships in ``weights/union/card.json``: what ``measure`` found for exactly
-these members' weights, cut and refusal rule (``safealign judge card --out DIR``; 16 minutes
+these members' weights, cut and refusal rule (``safealign judge card --out DIR``; 10-16 minutes
 on an AVX2-only 2-core CPU with the guard's features cached, the outside source's 563 pairs and MiniLM's reading of
 4,600 pairs the most of it); the report's "Which judge made each number" prints it above its members' own cards. A
 union without a card measured for it (other members, another cut, a retrained member) judges the same way and shows
