@@ -219,7 +219,7 @@ def main() -> int:
     def members_listed(spec: str) -> list[str] | None:  # a union's member specs, when every one is judged here too
         if not isinstance(judges[spec], union.UnionJudge):
             return None
-        members = [m for m, _ in union.parse(spec.split(":", 1)[1])]
+        members = [m for m, _ in union.parse(union.union_arg(spec))]
         return members if all(m in judges for m in members) else None
 
     order = sorted(names, key=lambda n: members_listed(n) is not None)  # combined unions after their members

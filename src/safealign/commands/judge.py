@@ -214,8 +214,8 @@ def run_card(args: argparse.Namespace) -> int:
     from safealign.errors import SafealignError
     from safealign.judges import union
 
-    name, _, arg = args.judge.partition(":")
-    if name.strip().lower() != "union":
+    arg = union.union_arg(args.judge)
+    if arg is None:
         raise SafealignError(f"judge card measures a union judge (union:J1+J2[@S]), got '{args.judge}'; a guard "
                              "judge's card is written by `safealign judge train --judge guard`", field="judge")
     if args.limit is not None and args.limit < 1:

@@ -505,15 +505,19 @@ def fit_head(x, y, seed: int = SEED, epochs: int = EPOCHS, progress: Any = None)
 def scores(examples: Sequence[Example], prob: Any, threshold: float = HARMFUL_THRESHOLD) -> dict[str, dict[str, Any]]:
     """Per source: harmful F1 / precision / recall / accuracy and refusal accuracy (with Wilson intervals); harmful
     where P(harmful) > ``threshold``."""
+    return source_scores(examples, [bool(p[0] > threshold) for p in prob], [bool(p[1] > 0.5) for p in prob])
+
+
+def source_scores(examples: Sequence[Example], harmful: Sequence[bool],
+                  refusal: Sequence[bool]) -> dict[str, dict[str, Any]]:
+    """``harm_refusal_scores`` per source of ``examples``, of predictions given one per example (a judge's
+    verdicts: ``harmful`` = not safe)."""
     by: dict[str, list[int]] = {}
     for i, e in enumerate(examples):
         by.setdefault(e.source, []).append(i)
-    out = {}
-    for src, idx in sorted(by.items()):
-        out[src] = harm_refusal_scores([examples[i].harmful for i in idx], [examples[i].refusal for i in idx],
-                                       [bool(prob[i][0] > threshold) for i in idx],
-                                       [bool(prob[i][1] > 0.5) for i in idx])
-    return out
+    return {src: harm_refusal_scores([examples[i].harmful for i in idx], [examples[i].refusal for i in idx],
+                                     [harmful[i] for i in idx], [refusal[i] for i in idx])
+            for src, idx in sorted(by.items())}
 
 
 def harm_refusal_scores(harm_gold: Sequence[Any], refusal_gold: Sequence[Any], harm_pred: Sequence[bool],
@@ -660,15 +664,21 @@ def unseen_source_scores(examples: Sequence[Example], x, y, seed: int = SEED, pr
     out = {}
     todo = [s for s in sources if any(e.source == s and e.split == "heldout" for e in examples)]
     for k, src in enumerate(todo):
-        left_out = {src, *UNSEEN_SOURCES[src]}
-        tr = [i for i, e in enumerate(examples) if e.split == "train" and e.source not in left_out]
-        ho = [i for i, e in enumerate(examples) if e.split == "heldout" and e.source == src]
+        tr, ho = left_out_split(examples, src)
         head = fit(tr) if fit else fit_head(x[tr], y[tr], seed)
         prob = with_decline_rule(predict_head(head, x[ho]), [examples[i].response for i in ho])
         out[src] = scores([examples[i] for i in ho], prob)[src]
         if progress:
             progress(k + 1, len(todo))
     return out
+
+
+def left_out_split(examples: Sequence[Example], src: str) -> tuple[list[int], list[int]]:
+    """Source ``src`` left out: the indices of the training pairs of every other source (none of ``src``, nor of
+    the sources that are its data under another name, ``UNSEEN_SOURCES``) and of ``src``'s held-out pairs."""
+    gone = {src, *UNSEEN_SOURCES[src]}
+    return ([i for i, e in enumerate(examples) if e.split == "train" and e.source not in gone],
+            [i for i, e in enumerate(examples) if e.split == "heldout" and e.source == src])
 
 
 def with_decline_rule(prob: Sequence[Sequence[float]], responses: Sequence[str]) -> list[list[float]]:

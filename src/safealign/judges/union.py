@@ -95,6 +95,12 @@ def refusal_rule(arg: str | None) -> str:
     return rules[-1] if rules else "first"
 
 
+def union_arg(spec: Any) -> str | None:
+    """``"union:guard+embedded@0.3"`` -> ``"guard+embedded@0.3"``; None where the spec is not a union."""
+    name, _, arg = str(spec or "").strip().partition(":")
+    return arg if name.strip().lower() == "union" else None
+
+
 def parse(arg: str | None) -> list[tuple[str, float | None]]:
     """``"guard+embedded@0.3"`` -> ``[("guard", None), ("embedded", 0.3)]``; a user error when fewer than two
     members, an empty one, a nested union or an ``@`` that is not a number. A ``refusal=R`` part is not a member
@@ -107,7 +113,7 @@ def parse(arg: str | None) -> list[tuple[str, float | None]]:
         spec = spec.strip()
         if not spec:
             raise SafealignError(f"union: empty member in '{arg}' (write union:<judge>+<judge>[@S])", field="judge")
-        if spec.split(":")[0].strip().lower() == "union":
+        if union_arg(spec) is not None:
             raise SafealignError(f"union: a member cannot be a union ('{part.strip()}')", field="judge")
         try:
             members.append((spec, float(cut) if at else None))
@@ -130,10 +136,10 @@ class UnionJudge:
                                       for j, cut in self.members)
         if self.refusal_rule != "first":
             self.id += f"+refusal={self.refusal_rule}"
-        card_path = find_card(self.id)
+        found = find_card(self.id)
         self.meta: dict[str, Any] = {}
-        if card_path:  # what ``measure`` found for exactly these members and cuts: the report shows it
-            card = json.loads(card_path.read_text(encoding="utf-8"))
+        if found:  # what ``measure`` found for exactly these members and cuts: the report shows it
+            card_path, card = found
             self.meta = {"heldout_by_source": card.get("heldout"), "unseen_by_source": card.get("unseen_source"),
                          "outside_by_source": card.get("outside"), "method_changes": card.get("method_changes"),
                          "card": str(card_path)}
@@ -187,13 +193,14 @@ def card_dir(judge_id: str) -> Path:
     return cache_dir() / "judges" / f"union-{hashlib.sha256(judge_id.encode()).hexdigest()[:16]}"
 
 
-def find_card(judge_id: str) -> Path | None:
-    """The card measured for exactly this union (its members' weights and cuts): the shipped one, else the
-    cached one; None where none was measured (or the card is unreadable: the judge works without it)."""
+def find_card(judge_id: str) -> tuple[Path, dict[str, Any]] | None:
+    """(path, card) of the card measured for exactly this union (its members' weights and cuts): the shipped one,
+    else the cached one; None where none was measured (or the card is unreadable: the judge works without it)."""
     for d in (SHIPPED, card_dir(judge_id)):
         try:
-            if json.loads((d / "card.json").read_text(encoding="utf-8")).get("id") == judge_id:
-                return d / "card.json"
+            card = json.loads((d / "card.json").read_text(encoding="utf-8"))
+            if card.get("id") == judge_id:
+                return d / "card.json", card
         except (OSError, ValueError, AttributeError):
             continue
     return None
@@ -215,14 +222,9 @@ def cards_hash() -> str:
 
 def _source_scores(rows: Sequence[Any], verdicts: Sequence[Verdict]) -> dict[str, dict[str, Any]]:
     """Per source of ``rows`` (``guard.Example``): harmful F1 / accuracy and refusal accuracy of the verdicts."""
-    from safealign.judges.guard import harm_refusal_scores
+    from safealign.judges.guard import source_scores
 
-    by: dict[str, list[int]] = {}
-    for i, e in enumerate(rows):
-        by.setdefault(e.source, []).append(i)
-    return {src: harm_refusal_scores([rows[i].harmful for i in idx], [rows[i].refusal for i in idx],
-                                     [not verdicts[i].safe for i in idx], [verdicts[i].refusal for i in idx])
-            for src, idx in sorted(by.items())}
+    return source_scores(rows, [not v.safe for v in verdicts], [v.refusal for v in verdicts])
 
 
 def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -> Path:
@@ -281,9 +283,7 @@ def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -
             with progress_bar() as bar:
                 task = bar.add_task(f"{member.name}, one source left out at a time", total=len(left_out))
                 for src in left_out:  # the recipe of guard.unseen_source_scores, on this member's card threshold
-                    gone = {src, *guard.UNSEEN_SOURCES[src]}
-                    tr = [i for i, e in enumerate(examples) if e.split == "train" and e.source not in gone]
-                    rows = [i for i in ho if examples[i].source == src]
+                    tr, rows = guard.left_out_split(examples, src)
                     per_source[src] = read(guard.fit_head(x[tr], y[tr], seed), x[rows], [examples[i] for i in rows])
                     bar.advance(task)
             unseen_v.append(per_source)

@@ -146,13 +146,11 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
     # (then cached): a stage of its own, first, so that with jobs > 1 it trains while the first method does. Stages
     # that judge do not wait for it: an eval generates first and only then takes the judge (blocking on its lock if
     # it is still training). Their input hash holds the judge's training hash, so a retrained judge redoes them.
-    def judges_in(spec: Any) -> set[str]:  # a judge spec's judges: a union's members (cuts dropped), or itself
-        text = str(spec or "").strip()
-        if text.split(":", 1)[0].strip().lower() == "union":
-            from safealign.judges import union
+    from safealign.judges import union
 
-            return {member for member, _ in union.parse(text.split(":", 1)[1] if ":" in text else "")}
-        return {text}
+    def judges_in(spec: Any) -> set[str]:  # a judge spec's judges: a union's members (cuts dropped), or itself
+        arg = union.union_arg(spec)
+        return {str(spec or "").strip()} if arg is None else {member for member, _ in union.parse(arg)}
 
     def uses_embedded(spec: Any) -> bool:
         return "embedded" in judges_in(spec)
@@ -206,14 +204,13 @@ def plan(cfg: RunConfig, run_dir: str | Path, source: str = "<config>") -> list[
                                judge_action("embedded"), run_dir / "judge" / "embedded", []))
     # a union judge: its stage records its members' ids and its measured card (``union.measure``) for the report
     unions = list(dict.fromkeys(str(s).strip() for s in (cfg.judge, cfg.second_judge)
-                                if str(s or "").split(":", 1)[0].strip().lower() == "union"))
-    if unions:
-        from safealign.judges import union
+                                if union.union_arg(s) is not None))
     for k, spec in reversed(list(enumerate(unions))):
-        stages.insert(0, Stage(f"judge/union{k + 1 if k else ''}",
+        name = f"union{k + 1 if k else ''}"
+        stages.insert(0, Stage(f"judge/{name}",
                                {"judge": spec, "guard": guard_id if "guard" in judges_in(spec) else None,
                                 "embedded": judge_hash if uses_embedded(spec) else None, "cards": union.cards_hash()},
-                               judge_action(spec), run_dir / "judge" / f"union{k + 1 if k else ''}", []))
+                               judge_action(spec), run_dir / "judge" / name, []))
 
     # evaluate: the reward model's accuracy, then every generator on every benchmark
     if "rm" in trained:

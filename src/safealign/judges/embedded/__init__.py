@@ -114,7 +114,7 @@ __all__ = ["BATCH_SIZE", "DATA_DIR", "EPOCHS", "FRAGMENTS", "HELDOUT", "LR", "MA
            "N_SAFE_RESPONSES", "SHIPPED", "SMALL_MODEL", "SMALL_MODEL_REPEAT", "TOP_LAYERS", "TRAINING_CODE",
            "VAL_SHARE", "VERSION", "EmbeddedJudge", "Example", "build_training_set", "declines", "default_dir",
            "embedder_dir", "heldout_pku_pairs", "is_trained", "judge_hash", "load_tokenizer", "make", "make_net",
-           "predict", "prompt_ref", "read_heldout", "train", "training_hash", "weak_refusal_label"]
+           "predict", "prompt_ref", "read_heldout", "train", "training_hash", "weak_refusal_label", "weights_digest"]
 
 VERSION = "2"
 VAL_SHARE = 0.15
@@ -181,10 +181,15 @@ def is_trained(d: Path) -> bool:
 def judge_hash() -> str:
     """The training hash of the judge ``get_judge("embedded")`` loads, for run hashes: the shipped judge's (its
     ``meta.json``), or, where none ships, this data's and code's (that judge trains at first use)."""
-    if is_trained(SHIPPED):  # the hash the judge's id names (its weights' sha256 where meta.json has none)
-        meta = json.loads((SHIPPED / "meta.json").read_text())
-        return meta.get("hash") or sha256_file(SHIPPED / "head.safetensors")[:16]
+    if is_trained(SHIPPED):  # the hash the judge's id names
+        return weights_digest(SHIPPED, json.loads((SHIPPED / "meta.json").read_text()))
     return training_hash()
+
+
+def weights_digest(path: Path, meta: dict[str, Any]) -> str:
+    """What names a trained judge dir (its id: ``embedded@<digest>``): ``meta.json``'s training hash, or its
+    weights' sha256 where there is none (a judge trained with ``--out``)."""
+    return meta.get("hash") or sha256_file(path / "head.safetensors")[:16]
 
 
 def train(out: str | Path | None = None, limit: int | None = None, seed: int = 0, overwrite: bool = False) -> Path:
@@ -283,8 +288,7 @@ class EmbeddedJudge:
             raise SafealignError("head.safetensors does not match the judge network", file=str(path), field="judge")
         self.net.to(inference_device()).eval()
         self.tok = load_tokenizer()
-        digest = self.meta.get("hash") or sha256_file(path / "head.safetensors")[:16]
-        self.id = f"embedded@{digest}"  # names the exact trained judge in reports
+        self.id = f"embedded@{weights_digest(path, self.meta)}"  # names the exact trained judge in reports
 
     def probabilities(self, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[float, float]]:
         """(P(safe), P(refusal)) per pair; empty responses get (1.0, 1.0), and a response that ``declines``
