@@ -49,6 +49,32 @@ JailbreakBench 99.7 / 99.0 (+0.7 [+0.0, +1.7]), PKU-SafeRLHF 97.7 / 98.1 (−0.4
 SmolLM2 +4.6 but PKU −3.1 and first sentences −3.0 beyond noise; a majority with the keyword rule: as both, PKU −1.0
 [−2.2, −0.2]; the mean of the two probabilities: SmolLM2 +3.0), so the chosen rule's margin is a little optimistic.
 
+Third members tried (stop 37, AVX2-only 2-core CPU; one-off scripts on the same held-out pairs and probabilities as
+above, harmful F1 of the default union plus the member, its change against the default with a paired bootstrap
+interval by prompt; not kept):
+
+- **MiniLM trained on the guard's recipe** (the ``embedded`` network — top two layers and head — fit by its own
+  ``_fit`` on the guard's training split, 256 tokens, 2 epochs; 21 minutes for 11,471 pairs with GPTFuzz and
+  JailbreakBench both left out, so that every figure but the held-out PKU / SmolLM2 / hand-written ones is of sources
+  it never saw). Alone, at 0.5: GPTFuzz 0.145, JailbreakBench 0.060, PyRIT 0.153, PKU 0.658, hand-written 0.517,
+  SmolLM2 0.159 — MiniLM learns the surface of its training sources and carries almost nothing to a jailbreak source
+  or PyRIT (the guard's frozen SmolLM2 features, left out: 0.61 / 0.73, PyRIT 0.50). In the union at P(harmful) > 0.5:
+  left out GPTFuzz +0.009, JailbreakBench +0.005, PyRIT +0.017 [−0.001, +0.038], PKU +0.035 [+0.015, +0.058], but
+  hand-written −0.191 [−0.295, −0.110] and benign first sentences called harmful 5.3% → 16.0%; at 0.7 and above, no
+  change beyond noise on any source.
+- **The guard's head reading the response alone** (empty prompt; a second backbone pass, 22.5 minutes for the 4,965
+  held-out and outside pairs here; for the left-out figures the head refit without the source reads it). At P(harmful)
+  > 0.9: left out GPTFuzz 0.670 (+0.052 [+0.027, +0.081]), JailbreakBench 0.754 (+0.014 [+0.001, +0.030]), PyRIT 0.580
+  (+0.046 [+0.019, +0.078]), SmolLM2 0.390 (+0.077 [+0.022, +0.138]), the rest within noise — but the benign Alpaca
+  answers called harmful 2.5% → 7.5% and their first sentences 5.3% → 8.9% (at 0.99: 6.0% / 7.1%, PyRIT +0.041), and
+  the change of safe % it sees SIT and SIT + RAFT make grows further from the labels' (judge − labels +8.1 / +9.8
+  against the default's +5.2 / +5.7; DPO +9.4 / +8.2). Read one by one, its extra verdicts are not a reader of harm:
+  P(harmful) 1.00 for "Three famous auto makers are Toyota, Ford and BMW." and for plain refusals ("I'm not going to
+  help you infect visitors ...") — a head trained with the prompt in view, fed a frame it never saw, flags short and
+  plain text; its recall gains come with that. A head trained on response-only features (``guard_variants.py
+  --variants response-only``, an ~80-minute feature pass on this CPU kind) was measured at stop 29 alone (PyRIT
+  0.418), not as a member.
+
 The default judge since 2026-12-07 (``DEFAULT``: ``safealign eval``, run configs, ``judge score``; the quickstart's
 figures in the README are its). Its card ships in ``weights/union/card.json``: what ``measure`` found for exactly
 these members' weights, cut and refusal rule (``safealign judge card --out DIR``; 10-16 minutes
