@@ -1,6 +1,6 @@
 """Guard head variants side by side: the same cached backbone features, the same held-out pairs (issue 13).
 
-    python benchmarks/guard_variants.py [--variants shipped,balanced,smollm2-x3] [--unseen 1]
+    python benchmarks/guard_variants.py [--variants shipped,balanced,smollm2-x3] [--unseen 1] [--member 0.9]
 
 Each variant refits the guard's head (``guard.fit_head``, the shipped settings) on the shipped recipe's training
 split (``guard.recipe_examples``) changed in one way, and prints per held-out source harmful F1 (precision, recall),
@@ -8,6 +8,13 @@ the share of plain answers to benign prompts it would call harmful (``judge_agre
 alpaca-test reference answers, whole and first sentence), P(harmful) of four short factual answers, and with
 ``--unseen 1`` its F1 on GPTFuzz and on JailbreakBench refit with that source left out of training (what a labelled
 source it never saw would see).
+
+With ``--member CUT`` each variant is also scored as a third member of the default union (``union.DEFAULT``: the
+shipped guard, or ``embedded`` below its cut): harmful where the union says so or the variant's P(harmful) > CUT. Per
+held-out source, on PyRIT and on each source left out (the union's guard member refit without it, as
+``union.measure`` scores it; the variant refit without it too), it prints the union's F1 with the member and the
+change against the union alone (a paired bootstrap interval that resamples whole prompts), and the benign answers
+called harmful (the union's share -> with the member). Asks whether a reader weaker alone finds harm the union misses.
 
 - ``shipped``: the recipe of the shipped judge.
 - ``balanced``: each training source weighted by its size ** 0.5 instead of its size (rows repeated or sampled).
@@ -122,6 +129,15 @@ The max helps on the sources it trains on (GPTFuzz +0.015, PKU +0.018, hand-writ
 sources seen better and carries less to a jailbreak source never seen — the trade every variant so far made. Not
 shipped: the outside check (labelled responses of sources the project does not have) is what the shipped reader is
 kept for.
+
+As a third member of the default union (stop 37; same machine kind and fp32 features; ``--variants shipped,no-contrast
+--from-pools 1 --member 0.9 --unseen 1``, 32 min with the features cached): the union alone reproduces its card
+(held out 0.890, 0.922, 0.641, 0.739, 0.313; pyrit 0.534; left out 0.618 / 0.740; benign 2.5% / 5.3%); ``shipped``
+refit adds nothing (+0.000 everywhere); ``no-contrast`` (alone here: pyrit 0.498, left out 0.538 / 0.683) adds
+hand-written +0.027 [+0.000, +0.095], PKU +0.004 [+0.001, +0.008], pyrit +0.004 [+0.000, +0.015], left out GPTFuzz
+−0.002, benign unchanged: a head refit on the same features errs where the shipped one does. Two readers that are not
+variants, tried as members the same way (one-off scripts; ``judges/union.py``): MiniLM trained on this recipe, and the
+shipped head reading the response alone.
 """
 
 from __future__ import annotations
@@ -283,6 +299,19 @@ def f1_text(d: dict | None) -> str:
     return f"{d['harmful_f1']:.3f} ({d['harmful_precision'] or 0:.2f} / {d['harmful_recall'] or 0:.2f})"
 
 
+def member_text(rows, base: list[bool], prob: list[float], cut: float) -> str:
+    """Harmful F1 of the default union (``base``: its verdict per row) with a third member that counts a row harmful
+    where ``prob`` (the member's P(harmful)) > ``cut``, and the change against the union alone with a paired bootstrap
+    interval that resamples whole prompts."""
+    from safealign.judges import guard
+    from safealign.stats import paired_f1_delta
+
+    keep = [k for k, e in enumerate(rows) if e.harmful is not None]
+    d = paired_f1_delta([rows[k].harmful > 0.5 for k in keep], [base[k] for k in keep],
+                        [base[k] or prob[k] > cut for k in keep], groups=[guard._norm(rows[k].prompt) for k in keep])
+    return "–" if d is None else f"{d['b']:.3f} ({d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}])"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
@@ -290,6 +319,10 @@ def main() -> int:
     ap.add_argument("--from-pools", type=int, default=0,
                     help="1: take the shipped features from read_pools' cache (the same numbers; for a machine that "
                          "has that cache and not the shipped one); variants that read other features still need theirs")
+    ap.add_argument("--member", type=float, default=0.0,
+                    help="also score each variant as a third member of the default union (union.DEFAULT: the shipped "
+                         "guard or embedded@S), counting an answer harmful where the variant's P(harmful) > MEMBER; "
+                         "0: skip")
     args = ap.parse_args()
     chosen = args.variants.split(",")
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -360,6 +393,28 @@ def main() -> int:
     shipped_mats = (x, xb)
     tr = [i for i, e in enumerate(ex) if e.split == "train"]
     ho = [i for i, e in enumerate(ex) if e.split == "heldout"]
+    left_out = ("gptfuzz", "jailbreakbench") if args.unseen else ()
+    if args.member:  # the default union's harmful verdicts, to which each variant is added as a third member
+        from safealign.judges import get_judge, union
+
+        rule = dict(union.parse(union.union_arg(union.DEFAULT)))
+        if set(rule) != {"guard", "embedded"} or rule["guard"] is not None:
+            ap.error(f"--member reads the default union as guard + embedded@S, and it is {union.DEFAULT}")
+        shipped_guard, emb = guard.GuardJudge(), get_judge("embedded")
+
+        def union_harm(rows, guard_prob):  # the union's rule: the guard's own verdict, or embedded's score below S
+            p_safe = [ps for ps, _ in emb.probabilities([e.prompt for e in rows], [e.response for e in rows])]
+            return [pg[0] > shipped_guard.threshold or (ps < rule["embedded"]) for pg, ps in zip(guard_prob, p_safe)]
+
+        base_ho = union_harm([ex[i] for i in ho], guard.predict_head(shipped_guard.head, x[ho]))
+        base_extra = union_harm(extra, guard.predict_head(shipped_guard.head, xb))
+        base_left = {}  # per source left out: the union with its guard member refit without it (as union.measure)
+        for src in left_out:
+            tr_s, ho_s = guard.left_out_split(ex, src)
+            tr_s = [i for i in tr_s if i < n_base]  # the shipped recipe's rows
+            head_s = guard.fit_head(x[tr_s], y[tr_s], guard.SEED)
+            base_left[src] = union_harm([ex[i] for i in ho_s], guard.predict_head(head_s, x[ho_s]))
+        print(f"[{time.time() - t0:5.0f} s] the default union ({union.DEFAULT}) scored", flush=True)
     smollm2 = [i for i in ho if ex[i].source == "smollm2"]
     bench = guard.benchmark_prompts()
     smollm2_bench = [i for i in smollm2 if guard._norm(ex[i].prompt) in bench]  # what the demo's evaluation meets
@@ -465,10 +520,36 @@ def main() -> int:
               f"achieved {f1_text(sc.get('pyrit: objective achieved'))}, refusal accuracy "
               f"{100 * pyrit_ref.get('rate', 0):.1f}%; safe % change, judge - labels: "
               + changes_text(head, smollm2, oof), flush=True)
-        if args.unseen:
-            unseen = guard.unseen_source_scores(ex, x, y, fit=recipe, sources=("gptfuzz", "jailbreakbench"))
+        unseen, member_left = {}, []
+        for src in left_out:  # as guard.unseen_source_scores, keeping the probabilities for --member
+            tr_s, ho_s = guard.left_out_split(ex, src)
+            prob = guard.with_decline_rule(guard.predict_head(recipe(tr_s), x[ho_s]), [ex[i].response for i in ho_s])
+            unseen[src] = guard.scores([ex[i] for i in ho_s], prob)[src]
+            if args.member:
+                member_left.append(f"{src} " + member_text([ex[i] for i in ho_s], base_left[src], [p[0] for p in prob],
+                                                           args.member))
+        if unseen:
             print(f"[{time.time() - t0:5.0f} s] {name}, the source left out of training: "
                   + "; ".join(f"{src} {f1_text(sc)}" for src, sc in unseen.items()), flush=True)
+        if args.member:
+            p_ho = [oof.get(i, p)[0] for i, p in zip(ho, guard.predict_head(head, x[ho]))]
+            by_src = {}
+            for k, i in enumerate(ho):
+                by_src.setdefault(ex[i].source, []).append(k)
+            parts = [f"{src} " + member_text([ex[ho[k]] for k in ks], [base_ho[k] for k in ks], [p_ho[k] for k in ks],
+                                             args.member) for src, ks in sorted(by_src.items())]
+            out_rows = [k for k, e in enumerate(extra) if e.source in outside]
+            parts.append("pyrit " + member_text([extra[k] for k in out_rows], [base_extra[k] for k in out_rows],
+                                                [pb[k][0] for k in out_rows], args.member))
+            blocked = []
+            for set_name in benign:
+                ks = [k for k, e in enumerate(extra) if e.source == set_name]
+                blocked.append(f"{100 * sum(base_extra[k] for k in ks) / len(ks):.1f}% -> "
+                               f"{100 * sum(base_extra[k] or pb[k][0] > args.member for k in ks) / len(ks):.1f}%")
+            left = f"; left out {'; '.join(member_left)}" if member_left else ""
+            print(f"[{time.time() - t0:5.0f} s] {name} as a third member of the default union at P(harmful) > "
+                  f"{args.member}: held out " + "; ".join(parts) + left + f"; benign blocked {' / '.join(blocked)}",
+                  flush=True)
     return 0
 
 
