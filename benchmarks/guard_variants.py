@@ -395,25 +395,34 @@ def main() -> int:
     ho = [i for i, e in enumerate(ex) if e.split == "heldout"]
     left_out = ("gptfuzz", "jailbreakbench") if args.unseen else ()
     if args.member:  # the default union's harmful verdicts, to which each variant is added as a third member
-        from safealign.judges import get_judge, union
+        from safealign.judges import union
 
-        rule = dict(union.parse(union.union_arg(union.DEFAULT)))
-        if set(rule) != {"guard", "embedded"} or rule["guard"] is not None:
-            ap.error(f"--member reads the default union as guard + embedded@S, and it is {union.DEFAULT}")
-        shipped_guard, emb = guard.GuardJudge(), get_judge("embedded")
+        default = union.UnionJudge(union.union_arg(union.DEFAULT))
+        if any(isinstance(m, guard.GuardJudge) and m.id != guard.weights_id() for m, _ in default.members):
+            ap.error(f"--member reads the guard members of {union.DEFAULT} from the shipped guard's features")
 
-        def union_harm(rows, guard_prob):  # the union's rule: the guard's own verdict, or embedded's score below S
-            p_safe = [ps for ps, _ in emb.probabilities([e.prompt for e in rows], [e.response for e in rows])]
-            return [pg[0] > shipped_guard.threshold or (ps < rule["embedded"]) for pg, ps in zip(guard_prob, p_safe)]
+        def judged(rows):  # the members other than the guard, as they judge (read once per pair)
+            return {k: m.judge([e.prompt for e in rows], [e.response for e in rows])
+                    for k, (m, _) in enumerate(default.members) if not isinstance(m, guard.GuardJudge)}
 
-        base_ho = union_harm([ex[i] for i in ho], guard.predict_head(shipped_guard.head, x[ho]))
-        base_extra = union_harm(extra, guard.predict_head(shipped_guard.head, xb))
+        def union_harm(rows, xs, others, head=None):  # the union's verdicts (combine): the guard's head reads xs
+            responses = [e.response for e in rows]
+            per_member = [others[k] if k in others else m.verdicts(
+                guard.with_decline_rule(guard.predict_head(head or m.head, xs), responses), responses)
+                for k, (m, _) in enumerate(default.members)]
+            return [not v.safe for v in default.combine(per_member)]
+
+        others_ho = judged([ex[i] for i in ho])
+        base_ho = union_harm([ex[i] for i in ho], x[ho], others_ho)
+        base_extra = union_harm(extra, xb, judged(extra))
+        pos = {i: k for k, i in enumerate(ho)}
         base_left = {}  # per source left out: the union with its guard member refit without it (as union.measure)
         for src in left_out:
             tr_s, ho_s = guard.left_out_split(ex, src)
             tr_s = [i for i in tr_s if i < n_base]  # the shipped recipe's rows
-            head_s = guard.fit_head(x[tr_s], y[tr_s], guard.SEED)
-            base_left[src] = union_harm([ex[i] for i in ho_s], guard.predict_head(head_s, x[ho_s]))
+            others = {k: [v[pos[i]] for i in ho_s] for k, v in others_ho.items()}
+            base_left[src] = union_harm([ex[i] for i in ho_s], x[ho_s], others,
+                                        guard.fit_head(x[tr_s], y[tr_s], guard.SEED))
         print(f"[{time.time() - t0:5.0f} s] the default union ({union.DEFAULT}) scored", flush=True)
     smollm2 = [i for i in ho if ex[i].source == "smollm2"]
     bench = guard.benchmark_prompts()
