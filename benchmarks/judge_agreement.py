@@ -1,9 +1,10 @@
 """How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard / the default
-union of the last two (``union:guard+embedded@0.3+refusal=all``, combined from its members' verdicts), side by side.
+union of the last two (``union:guard+embedded@0.3+refusal=all+offtopic=0.05``, combined from its members' verdicts),
+side by side.
 
-    python benchmarks/judge_agreement.py [--judges keywords,embedded,guard,union:guard+embedded@0.3+refusal=all]
-                                         [--labelled more.jsonl] [--pku 1]
-                                         [--pku-train 1] [--benign 1] [--precision-check 1] [--unseen 1]
+    python benchmarks/judge_agreement.py
+        [--judges keywords,embedded,guard,union:guard+embedded@0.3+refusal=all+offtopic=0.05]
+        [--labelled more.jsonl] [--pku 1] [--pku-train 1] [--benign 1] [--precision-check 1] [--unseen 1]
 
 Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
 - ``gptfuzz`` — responses of Vicuna-7B, ChatGPT and Llama-2-7B-chat to 20% of GPTFuzz's questions (human labels);
@@ -172,7 +173,8 @@ def fmt_rate(r: dict | None) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--judges", default="keywords,embedded,guard,union:guard+embedded@0.3+refusal=all",
+    ap.add_argument("--judges",
+                    default="keywords,embedded,guard,union:guard+embedded@0.3+refusal=all+offtopic=0.05",
                     help="judge specs; a union whose members are all listed is combined from their verdicts (its "
                          "pairs/s: its members' together), not judged again")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")
@@ -227,8 +229,10 @@ def main() -> int:
         for spec in order:
             j, members = judges[spec], members_listed(spec)
             if members:
-                vs = j.combine([verdicts[(set_name, m)] for m in members])
-                dt = sum(seconds[(set_name, m)] for m in members)
+                t0 = time.time()
+                vs = j.combine([verdicts[(set_name, m)] for m in members],
+                               j.relevance([r["prompt"] for r in rows], [r["response"] for r in rows]))
+                dt = time.time() - t0 + sum(seconds[(set_name, m)] for m in members)
             else:
                 if rows:
                     j.judge([rows[0]["prompt"]], [rows[0]["response"]])  # warm-up: loads what a judge loads lazily
