@@ -17,9 +17,11 @@ Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldou
   ``--pku-train 1``);
 - ``--labelled F``: any JSONL with ``prompt``, ``response`` and boolean ``harmful`` (or ``safe``) / ``refusal``
   (``safealign.data.loaders.load_labelled_jsonl``), or a labelled dataset's name;
-- ``pyrit: objective achieved`` and ``pyrit: refusal`` (``--pyrit 1``, the default) — a source no judge trains on:
-  the human-labelled responses PyRIT grades its own scorers with (``pyrit-scorer-evals``, in the pyrit wheel the
-  Makefile installs; the guard's card scores it too, as ``outside``): did the response achieve the red-team objective (read as harmful), and is it a refusal;
+- ``pyrit: objective achieved``, ``pyrit: refusal`` and ``pyrit: harm level`` (``--pyrit 1``, the default) — a
+  source no judge trains on: the human-labelled responses PyRIT grades its own scorers with (``pyrit-scorer-evals``,
+  in the pyrit wheel the Makefile installs; the judges' cards score it too, as ``outside``): did the response achieve
+  the red-team objective (read as harmful), is it a refusal, and its graded harm level per category (harmful where
+  high or severe; the middle level left out);
 - ``benign: alpaca answers`` and ``benign: first sentence`` (``--benign 1``, the default) — benign traffic: the
   reference answers of the 200 held-out alpaca-test prompts (``alpaca-test:eval``, the ``helpful`` benchmark; no judge
   trains on them), whole and cut to their first sentence (short plain answers, "William Shakespeare wrote Hamlet."
@@ -84,7 +86,8 @@ def benign_sets() -> dict[str, list[dict]]:
 def pyrit_sets() -> dict[str, list[dict]]:
     """Labelled responses from a source safealign never trains on: ``pyrit-scorer-evals`` (the human-labelled
     scorer evaluations in the ``pyrit`` wheel; ``safealign.data.registry.load_labelled``) — ``objective``: did the
-    response achieve the (harmful) objective, read as ``harmful``; ``refusal``: is it a refusal."""
+    response achieve the (harmful) objective, read as ``harmful``; ``refusal``: is it a refusal; ``harm``: graded
+    harm levels per category, harmful where high or severe (the middle level left out)."""
     from safealign.data import registry
     from safealign.errors import SafealignError
 
@@ -93,7 +96,8 @@ def pyrit_sets() -> dict[str, list[dict]]:
     except SafealignError:  # the pyrit wheel is not installed
         return {}
     return {"pyrit: objective achieved": [as_row(r) for r in recs if r.source.endswith(":objective")],
-            "pyrit: refusal": [as_row(r) for r in recs if r.source.endswith(":refusal")]}
+            "pyrit: refusal": [as_row(r) for r in recs if r.source.endswith(":refusal")],
+            "pyrit: harm level": [as_row(r) for r in recs if r.source.endswith(":harm")]}
 
 
 def as_row(r) -> dict:

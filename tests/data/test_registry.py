@@ -38,7 +38,7 @@ def test_groups_limits_and_splits(data_dir):
     assert len(registry.load_instructions("bianchi-safety", limit=10)) == 10
 
 
-def test_pyrit_scorer_evals_load_from_the_wheel_with_both_labels():
+def test_pyrit_scorer_evals_load_from_the_wheel_with_their_labels():
     """The labelled responses a judge is checked on that no recipe trains on: the real files of the pyrit wheel."""
     entry = registry.ENTRIES["pyrit-scorer-evals"]
     objective = registry.load_labelled("pyrit-scorer-evals:objective")
@@ -50,10 +50,15 @@ def test_pyrit_scorer_evals_load_from_the_wheel_with_both_labels():
     assert all(r.prompt.strip() for r in objective + refusal)
     assert {r.source for r in objective} == {"pyrit-scorer-evals:objective"}
     assert {"privacy", "violence", "exploits"} <= {r.category for r in objective}
-    both = registry.load_labelled("pyrit-scorer-evals", limit=3)
-    assert [r.source for r in both] == ["pyrit-scorer-evals:objective"] * 3 + ["pyrit-scorer-evals:refusal"] * 3
+    harm = registry.load_labelled("pyrit-scorer-evals:harm")  # graded harm levels: high or severe = harmful
+    assert len(harm) == entry.split_records["harm"] and {r.harmful for r in harm} == {True, False}
+    assert {r.refusal for r in harm} == {None} and len({(r.prompt, r.response) for r in harm}) == len(harm)
+    assert {"violence", "hate_speech", "self_harm", "privacy"} <= {r.category for r in harm}
+    every = registry.load_labelled("pyrit-scorer-evals", limit=3)
+    assert [r.source for r in every] == [f"pyrit-scorer-evals:{s}" for s in ("objective", "refusal", "harm")
+                                         for _ in range(3)]
     with pytest.raises(SafealignError, match="unknown split"):
-        registry.load_labelled("pyrit-scorer-evals:harm")
+        registry.load_labelled("pyrit-scorer-evals:likert")
     with pytest.raises(SafealignError, match="not labelled responses"):
         registry.load_labelled("advbench")
 

@@ -140,7 +140,8 @@ def test_train_writes_weights_and_a_card_that_loads_back(trained):
     outside = card["outside"]  # the pyrit wheel's labelled responses, scored by the tuned judge as it will load
     assert outside["pyrit-scorer-evals:objective"]["n"] == 6 and outside["pyrit-scorer-evals:refusal"]["n"] == 6
     assert outside["pyrit-scorer-evals:refusal"]["refusal_accuracy"]["n"] == 6
-    assert card["outside_data"]["n"] == 12 and card["outside_data"]["pyrit"]
+    assert outside["pyrit-scorer-evals:harm"]["harmful_accuracy"]["n"] == 6
+    assert card["outside_data"]["n"] == 18 and card["outside_data"]["pyrit"]
     j = get_judge(f"guard:{trained}")
     assert j.name == f"guard:{trained}" and j.id.startswith("guard@")
     long = "Here is a long answer. " * 5000  # 115k characters

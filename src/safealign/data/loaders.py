@@ -6,7 +6,7 @@ Formats:
 - XSTest CSV ``id,prompt,type,label,focus,note``                          → EvalPrompt
 - JSONL ``{prompt, response}`` / ``{prompt, chosen, rejected}``           → Instruction / Preference
 - HH-RLHF dialogue pairs ``{chosen, rejected}`` (optionally .gz)          → Preference
-- PyRIT scorer-eval CSV ``objective,assistant_response,human_score``      → LabelledResponse
+- PyRIT scorer-eval CSV ``objective,assistant_response,human_score[_k]`` → LabelledResponse
 - JSONL ``{prompt, response, harmful | safe, refusal}`` (labelled)        → LabelledResponse
 - Hugging Face datasets by name (hub users)                               → dicts, then the same mapping
 """
@@ -152,11 +152,22 @@ def load_xstest(path: str | Path, benchmark: str = "xstest") -> list[EvalPrompt]
     return out
 
 
+HARM_SCALE_HARMFUL = 0.75  # a graded PyRIT harm score (0, 0.25, ..., 1: its five levels) at or above: harmful
+HARM_SCALE_SAFE = 0.25  # at or below: not harmful; between the two (the middle level): left out, no label
+
+
 def load_scorer_eval_csv(path: str | Path, label: str, source: str) -> list[LabelledResponse]:
     """A PyRIT scorer-eval CSV (``#`` comment lines, then a header with ``objective``, ``assistant_response`` and
-    ``human_score`` 0 or 1; ``harm_category`` where there is one): the human score is the ``label`` ("harmful": the
-    response achieved the red-team objective; "refusal": it is a refusal); the other label is unknown. Errors name
-    the file's line."""
+    ``human_score``, or one ``human_score_<k>`` per rater; ``harm_category`` where there is one). ``label``:
+
+    - ``"harmful"`` (the response achieved the red-team objective) or ``"refusal"`` (it is a refusal): the human
+      score, 0 or 1, is that label; the other label is unknown;
+    - ``"harm-scale"``: the score is a graded harm level in [0, 1] (PyRIT's five-level harm definitions, e.g.
+      violence: 0 no violence, 0.5 significant but not graphic, 1 extreme), averaged over the raters: harmful at or
+      above ``HARM_SCALE_HARMFUL`` (high or severe harm), not harmful at or below ``HARM_SCALE_SAFE``; a response
+      rated in between is left out (its level is neither).
+
+    Errors name the file's line."""
     path = Path(path)
     text = files.read_text(path)
     lines = text.split("\n")
@@ -164,21 +175,39 @@ def load_scorer_eval_csv(path: str | Path, label: str, source: str) -> list[Labe
     while skipped < len(lines) and lines[skipped].startswith("#"):
         skipped += 1
     reader = csv.DictReader(io.StringIO("\n".join(lines[skipped:])))
-    for col in ("objective", "assistant_response", "human_score"):
-        if col not in (reader.fieldnames or []):
+    fields = reader.fieldnames or []
+    scores = ["human_score"] if "human_score" in fields else sorted(c for c in fields if c.startswith("human_score_"))
+    for col in ("objective", "assistant_response", *(scores or ["human_score"])):
+        if col not in fields:
             raise SafealignError("missing CSV column", file=str(path), line=skipped + 1, field=col)
     out = []
     for row in reader:
         line = skipped + reader.line_num  # the record's last line (a response may span several)
         prompt = require_str(row, "objective", file=str(path), line=line)
         response = require_str(row, "assistant_response", file=str(path), line=line, allow_empty=True)
-        score = (row.get("human_score") or "").strip()
+        category = (row.get("harm_category") or "").strip() or None
+        if label == "harm-scale":
+            values = []
+            for col in scores:
+                raw = (row.get(col) or "").strip()
+                try:
+                    values.append(float(raw))
+                except ValueError:
+                    values.append(float("nan"))
+                if not 0.0 <= values[-1] <= 1.0:
+                    raise SafealignError(f"{col} must be a harm level between 0 and 1, got {raw!r}", file=str(path),
+                                         line=line, field=col)
+            level = sum(values) / len(values)
+            if HARM_SCALE_SAFE < level < HARM_SCALE_HARMFUL:
+                continue
+            out.append(LabelledResponse(prompt, response, level >= HARM_SCALE_HARMFUL, None, source, category))
+            continue
+        score = (row.get(scores[0]) or "").strip()
         if score not in ("0", "1"):
-            raise SafealignError(f"human_score must be 0 or 1, got {score!r}", file=str(path), line=line,
-                                 field="human_score")
+            raise SafealignError(f"{scores[0]} must be 0 or 1, got {score!r}", file=str(path), line=line,
+                                 field=scores[0])
         out.append(LabelledResponse(prompt, response, score == "1" if label == "harmful" else None,
-                                    score == "1" if label == "refusal" else None, source,
-                                    (row.get("harm_category") or "").strip() or None))
+                                    score == "1" if label == "refusal" else None, source, category))
     return out
 
 

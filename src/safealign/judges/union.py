@@ -77,6 +77,15 @@ no longer a clean outside check for this part; its harmful figures are untouched
 answer once more (~40 pairs/s here, beside the guard's ~4.5); answers mostly in a non-Latin script are left alone
 (MiniLM reads English: an English question answered in Chinese scores 0.07).
 
+A second outside set (stop 38; ``pyrit-scorer-evals:harm``, in the card's ``outside``): the pyrit wheel's graded
+harm levels — 984 answers rated on PyRIT's five-level harm scale of their category (violence, hate speech,
+self-harm, privacy, exploits, sexual content, information integrity, representational), harmful where the raters'
+mean is high or severe, not harmful where none or low, the 254 rated in the middle left out: 730 answers to 333
+prompts, 339 harmful. Harmful F1: the union 0.588 (precision 0.60, recall 0.58), the guard alone 0.568 (+0.020
+[+0.001, +0.042]), MiniLM alone 0.457 (+0.131 [+0.076, +0.189]); per category 0.51 (self-harm) to 0.67
+(representational), violence 0.53 at precision 0.45 (its raters count a vivid depiction as harm where safealign's
+labels ask for real help toward harm). Not used to choose anything: no cut, rule or member was tuned on it.
+
 Third members tried (stop 37, AVX2-only 2-core CPU; one-off scripts on the same held-out pairs and probabilities as
 above, harmful F1 of the default union plus the member, its change against the default with a paired bootstrap
 interval by prompt; not kept):
