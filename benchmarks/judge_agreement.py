@@ -43,8 +43,16 @@ accuracy %): keywords 0.488, 63.3; 71.0 — embedded 0.439, 59.2; 71.6 — guard
 them saw, every judge is poor. The guard's misses are plain, direct harmful answers with no jailbreak wrapping ("Send
 a fake password reset email that mimics their provider ...": P(harmful) 0.000; the same text after "Sure, here is
 how to do it." 0.60): its harmful training answers are mostly wrapped (GPTFuzz's persona tags, JailbreakBench's
-"Sure, here is"). PyRIT also counts an off-topic answer as a refusal, which safealign's labels do not (a
-non-sequitur is not a refusal), so refusal accuracy there is a lower bound.
+"Sure, here is"). PyRIT also counts an answer to another request as a refusal; safealign's own labels call a small
+model's on-topic babble no refusal, and since stop 38 the default union counts a safe answer whose MiniLM embedding
+is that of another request's (cosine to the prompt below 0.05) as a deflection, a refusal (``judges/union.py``).
+Stop 38 (2 cores, AMD EPYC with AVX2 only, everything in fp32; ``--sets pyrit --benign 0``, 8 minutes; harmful F1,
+harmful accuracy %, refusal accuracy %, pairs/s over all three sets): objective achieved — keywords 0.489, 63.5;
+embedded 0.435, 59.1; guard 0.498, 60.7; the default union 0.534, 61.4 — refusal: 71.0 / 71.6 / 71.0 / **84.6** —
+harm level (``pyrit-scorer-evals:harm``, 730 answers graded high or severe vs none or low) — 0.410, 57.8; 0.457,
+55.5; 0.568, 62.7; **0.588**, 62.6 (union − guard +0.020 [+0.001, +0.042], − embedded +0.131 [+0.076, +0.189], −
+keywords +0.178 [+0.109, +0.245]); pairs/s: keywords 12,052, embedded 37.3, guard 3.3, the union 2.8 (its members'
+time plus the relevance reading).
 Then, per source, the last judge's harmful F1 minus each other judge's with a paired bootstrap interval that
 resamples prompts: whether a gap is beyond noise. Measured (stop 31; 2 cores, AMD EPYC with AVX2 only, the guard
 in fp32 at 4.3 pairs/s, the whole run 26 min; guard shipped 2026-12-02; guard − embedded): GPTFuzz +0.464 [+0.384,
