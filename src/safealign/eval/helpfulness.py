@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign import io
+from safealign.models import load_embedder, sentence_cosines  # noqa: F401  (load_embedder: the metric's embedder)
 from safealign.records import Generation
 from safealign.stats import bootstrap_median_ci, median
 
@@ -56,24 +57,9 @@ def bleu_scores(responses: Sequence[str], references: Sequence[str]) -> tuple[li
 
 def semantic_similarity(responses: Sequence[str], references: Sequence[str], embedder: Any = None,
                         batch_size: int = 64) -> list[float]:
-    """Cosine similarity of MiniLM sentence embeddings (embedded model; ``embedder`` reuses a loaded one)."""
-    if not responses:
-        return []
-    if embedder is None:
-        embedder = load_embedder()
-    emb_h = embedder.encode(list(responses), batch_size=batch_size, normalize_embeddings=True,
-                            convert_to_tensor=True, show_progress_bar=False)
-    emb_r = embedder.encode(list(references), batch_size=batch_size, normalize_embeddings=True,
-                            convert_to_tensor=True, show_progress_bar=False)
-    return (emb_h * emb_r).sum(-1).clamp(-1, 1).tolist()
-
-
-def load_embedder():
-    from sentence_transformers import SentenceTransformer
-
-    from safealign.models import embedder_path, inference_device
-
-    return SentenceTransformer(str(embedder_path()), device=inference_device())
+    """Cosine similarity of MiniLM sentence embeddings (``models.sentence_cosines``: the embedded model;
+    ``embedder`` reuses a loaded one)."""
+    return sentence_cosines(responses, references, embedder, batch_size)
 
 
 def bertscore(responses: Sequence[str], references: Sequence[str]) -> list[float] | None:
