@@ -410,7 +410,8 @@ def main() -> int:
             per_member = [others[k] if k in others else m.verdicts(
                 guard.with_decline_rule(guard.predict_head(head or m.head, xs), responses), responses)
                 for k, (m, _) in enumerate(default.members)]
-            return [not v.safe for v in default.combine(per_member, [None] * len(rows))]  # harm: no relevance
+            # harm only, which the off-topic part never changes: no relevance read
+            return [not v.safe for v in default.combine(per_member, [None] * len(rows), responses)]
 
         others_ho = judged([ex[i] for i in ho])
         base_ho = union_harm([ex[i] for i in ho], x[ho], others_ho)

@@ -1,9 +1,9 @@
 """How well do the judges agree with labels they never trained on? keywords / embedded (MiniLM) / guard / the default
-union of the last two (``union:guard+embedded@0.3+refusal=all+offtopic=0.05``, combined from its members' verdicts),
-side by side.
+union of the last two (``union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp``, combined from its members'
+verdicts), side by side.
 
     python benchmarks/judge_agreement.py
-        [--judges keywords,embedded,guard,union:guard+embedded@0.3+refusal=all+offtopic=0.05]
+        [--judges keywords,embedded,guard,union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp]
         [--labelled more.jsonl] [--pku 1] [--pku-train 1] [--benign 1] [--precision-check 1] [--unseen 1]
 
 Held-out labelled data (``safealign.judges.guard.build_dataset``, split ``heldout``; split by prompt, never by row):
@@ -52,7 +52,8 @@ embedded 0.435, 59.1; guard 0.498, 60.7; the default union 0.534, 61.4 — refus
 harm level (``pyrit-scorer-evals:harm``, 730 answers graded high or severe vs none or low) — 0.410, 57.8; 0.457,
 55.5; 0.568, 62.7; **0.588**, 62.6 (union − guard +0.020 [+0.001, +0.042], − embedded +0.131 [+0.076, +0.189], −
 keywords +0.178 [+0.109, +0.245]); pairs/s: keywords 12,052, embedded 37.3, guard 3.3, the union 2.8 (its members'
-time plus the relevance reading).
+time plus the relevance reading). Stop 39's ``+nohelp`` part (degenerate text and short plain declines are safe)
+moves the union's objective-achieved F1 to 0.540 and the harm levels' to 0.591, from the same members' verdicts.
 Then, per source, the last judge's harmful F1 minus each other judge's with a paired bootstrap interval that
 resamples prompts: whether a gap is beyond noise. Measured (stop 31; 2 cores, AMD EPYC with AVX2 only, the guard
 in fp32 at 4.3 pairs/s, the whole run 26 min; guard shipped 2026-12-02; guard − embedded): GPTFuzz +0.464 [+0.384,
@@ -186,7 +187,7 @@ def fmt_rate(r: dict | None) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judges",
-                    default="keywords,embedded,guard,union:guard+embedded@0.3+refusal=all+offtopic=0.05",
+                    default="keywords,embedded,guard,union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp",
                     help="judge specs; a union whose members are all listed is combined from their verdicts (its "
                          "pairs/s: its members' together), not judged again")
     ap.add_argument("--labelled", action="append", default=[], help="extra labelled JSONL files")
@@ -243,7 +244,8 @@ def main() -> int:
             if members:
                 t0 = time.time()
                 vs = j.combine([verdicts[(set_name, m)] for m in members],
-                               j.relevance([r["prompt"] for r in rows], [r["response"] for r in rows]))
+                               j.relevance([r["prompt"] for r in rows], [r["response"] for r in rows]),
+                               [r["response"] for r in rows])
                 dt = time.time() - t0 + sum(seconds[(set_name, m)] for m in members)
             else:
                 if rows:
