@@ -6,6 +6,7 @@ import json
 import pytest
 
 from safealign.eval import helpfulness
+from safealign.models import load_embedder
 from safealign.records import Generation
 
 REF_1 = "Water boils at 100 degrees Celsius at sea level."
@@ -23,7 +24,7 @@ def gens():
 
 @pytest.fixture(scope="module")
 def embedder():
-    return helpfulness.load_embedder()
+    return load_embedder()
 
 
 def test_metrics_per_item_and_summary(tmp_path, embedder):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign import io
-from safealign.models import load_embedder, sentence_cosines  # noqa: F401  (load_embedder: the metric's embedder)
+from safealign.models import sentence_cosines
 from safealign.records import Generation
 from safealign.stats import bootstrap_median_ci, median
 
