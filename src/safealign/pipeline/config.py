@@ -51,7 +51,8 @@ class RunConfig:
     model: str = option("smollm2-135m-instruct", "base model: embedded name, HF id, model dir or .gguf")
     seed: int = option(0, "seed for every method and for sampling, unless a section sets its own")
     judge: str = option(DEFAULT_JUDGE, f"safety judge for every eval: {DEFAULT_JUDGE} (both shipped judges: "
-                        "harmful when either finds it so, a refusal when both do or a safe answer is off-topic), "
+                        "harmful when either finds it so, unless it is degenerate text or a short plain decline; a "
+                        "refusal when both do or a safe answer is off-topic), "
                         "guard, embedded, keywords, hf-classifier:M, llama-guard:M, openai:M, rm:DIR or "
                         "union:J1+J2[@S] (src/safealign/judges/)")
     second_judge: str | None = option(None, "a second safety judge that re-reads every eval's answers (nothing is "
