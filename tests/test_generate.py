@@ -73,13 +73,16 @@ def lively_engine(lively_lm_dir):
     return HFEngine(model_obj=model.eval(), tokenizer=tok, name="lively")
 
 
-def test_continuous_batching_matches_one_prompt_at_a_time(lively_engine):
+@pytest.mark.parametrize("shared", [True, False])
+def test_continuous_batching_matches_one_prompt_at_a_time(lively_engine, shared):
     """Rows end at different steps (a common token made the EOS), leave the batch, and waiting prompts of other
-    lengths are merged in; every answer is still the one ``generate`` gives that prompt alone."""
-    from safealign.generate import continuous_decode
+    lengths are merged in; every answer is still the one ``generate`` gives that prompt alone — with the prompts'
+    shared start ("Question number", as a chat template's system turn) run once and copied into each prefill, and
+    without one."""
+    from safealign.generate import _shared_prefix, continuous_decode
 
     engine = lively_engine
-    texts = [prompts(9)[i].prompt for i in range(9)]
+    texts = [p.prompt if shared else f"{i}: a question, " + "tell me more " * (i % 4) for i, p in enumerate(prompts(9))]
     first = _one_by_one(engine, texts, 12, eos=-1)
     def end_lengths(t):
         return {ids.index(t) if t in ids else 12 for ids in first}
@@ -89,10 +92,50 @@ def test_continuous_batching_matches_one_prompt_at_a_time(lively_engine):
     assert len({len(x) for x in expected}) > 2  # answers do end at different lengths
     tok = engine.tokenizer
     ids = [tok(engine.format(t, "auto"), add_special_tokens=False).input_ids for t in texts]
+    assert (_shared_prefix(ids) >= 8) == shared
     for batch_size in (1, 3, 9):
         p = GenParams(max_new_tokens=12, batch_size=batch_size, precision="fp32")
         got = dict(continuous_decode(engine.model, ids, list(range(9)), p, [eos], tok.pad_token_id))
         assert [got[i] for i in range(9)] == expected, batch_size
+
+
+def test_shared_prefix():
+    from safealign.generate import _shared_prefix
+
+    start = list(range(10))
+    assert _shared_prefix([start + [50, 51], start + [60], start + [50, 70]]) == 10
+    assert _shared_prefix([start + [50], start]) == 9  # each prompt keeps a token of its own to read
+    assert _shared_prefix([start + [50], start[:7] + [1, 2, 3]]) == 0  # fewer than 8 shared: not worth a pass
+    assert _shared_prefix([start + [50]]) == 0 and _shared_prefix([start + [50]] * 3) == 10  # K samples of one
+
+
+def test_in_place_layer_holds_what_dynamic_layer_holds():
+    """Prefill, single-token steps past the buffer's room, rows leaving, and states replaced from outside (a merge,
+    a dropped column): the in-place layer returns the same keys and values as transformers' concatenating one."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from safealign.generate import _in_place_layer
+
+    torch.manual_seed(0)
+    ours, theirs = _in_place_layer()(), DynamicLayer()
+
+    def both(k, v):
+        a, b = ours.update(k, v), theirs.update(k.clone(), v.clone())
+        assert all(torch.equal(x, y) for x, y in zip(a, b)) and ours.get_seq_length() == theirs.get_seq_length()
+
+    both(torch.randn(4, 2, 5, 3), torch.randn(4, 2, 5, 3))
+    for _ in range(80):
+        both(torch.randn(4, 2, 1, 3), torch.randn(4, 2, 1, 3))
+    index = torch.tensor([0, 2, 3])
+    ours.batch_select_indices(index)
+    theirs.batch_select_indices(index)
+    both(torch.randn(3, 2, 1, 3), torch.randn(3, 2, 1, 3))
+    for layer in (ours, theirs):  # a column dropped from outside, as the decoder does
+        layer.keys, layer.values = layer.keys[:, :, 1:], layer.values[:, :, 1:]
+    for _ in range(3):
+        both(torch.randn(3, 2, 1, 3), torch.randn(3, 2, 1, 3))
+    assert ours.get_seq_length() == 5 + 80 + 1 - 1 + 3
 
 
 def test_precision_is_written_and_checked(engine, tmp_path):
