@@ -158,8 +158,8 @@ def continuous_decode(model: Any, prompt_ids: Sequence[list[int]], keys: Sequenc
     slots (or all, at the start) are free. Rows are padded before their own tokens (after the prompts' shared
     start, which is run once: ``_shared_prefix``); each keeps its own position ids, so padding never shifts a
     row's positions and a row's answer does not depend on which rows share its batch (up to floating-point
-    rounding: of the quickstart's 390 greedy fp32 answers, one differs from the engine's before the shared start,
-    and it is the one ``generate`` gives that prompt alone)."""
+    rounding: of the quickstart's 390 greedy fp32 answers, one differs from the answer this decoder gave before it
+    ran the shared start once, and it is now the one ``generate`` gives that prompt alone)."""
     import torch
     from transformers import DynamicCache
     from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
