@@ -318,14 +318,17 @@ def _in_place_layer():
     class InPlaceLayer(DynamicLayer):
         room = 64  # extra token slots a (re)allocated buffer gets beyond a quarter of its length
 
+        def _buffered(self) -> bool:
+            """Whether keys and values are still the views this layer handed out (not replaced from outside)."""
+            views = getattr(self, "_views", None)
+            return views is not None and self.keys is views[0] and self.values is views[1]
+
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.device, self.is_initialized = key_states.device, True
                 self.keys, self.values = key_states.new_empty(0), value_states.new_empty(0)
             n, add = self.get_seq_length(), key_states.shape[-2]
-            views = getattr(self, "_views", None)
-            fresh = views is None or self.keys is not views[0] or self.values is not views[1]
-            if fresh or n + add > self._keys_buffer.shape[-2]:
+            if not self._buffered() or n + add > self._keys_buffer.shape[-2]:
                 capacity = n + add + max(self.room, (n + add) // 4)
                 buffers = []
                 for old, new in ((self.keys, key_states), (self.values, value_states)):
@@ -341,7 +344,7 @@ def _in_place_layer():
             return self.keys, self.values
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if getattr(self, "_views", None) is None or self.keys is not self._views[0]:
+            if not self._buffered():
                 return super().batch_select_indices(indices)
             n = self.get_seq_length()
             self._keys_buffer, self._values_buffer = self._keys_buffer[indices], self._values_buffer[indices]
