@@ -7,8 +7,8 @@ Every method answers the same prompts (the first N of the harm group and XSTest,
 - ``generate-fp32`` / ``generate-bf16``: transformers' batched ``generate`` over length-sorted batches (the
   engine safealign had before continuous batching), to show what continuous batching adds;
 - ``engine-fp32`` / ``engine-bf16``: safealign's ``HFEngine`` (continuous batching, ``generate.py``).
-bf16 rows run only where the CPU has bf16 units (``models.native_bf16``: AVX512-BF16 / AMX) or on a GPU; the
-header says which path this machine took. Generated tokens are counted the same way for all (re-tokenizing
+bf16 rows run only where the CPU has bf16 units (``models.native_bf16``: AVX512-BF16 / AMX) or on a GPU, or where
+``--methods`` names them (emulated bf16 elsewhere: what it costs there); the header says which path this machine took. Generated tokens are counted the same way for all (re-tokenizing
 each response, +1 for the end-of-sequence token when it stopped early). Each method runs in its own child
 process, so its peak RSS is its own. Then the default judge (``guard``) reads every method's answers:
 "same answer" and "same verdict" compare each method with ``engine-fp32``, answer by answer (a verdict is
@@ -101,9 +101,10 @@ def main() -> None:
 
     resolve_model(args.model)  # convert once, outside the timings
     bf16 = native_bf16()
-    methods = ["naive-fp32", "generate-fp32", "engine-fp32"] + (["generate-bf16", "engine-bf16"] if bf16 else [])
-    if args.methods:
-        methods = [m for m in methods if m in args.methods.split(",") or m == "engine-fp32"]
+    every = ["naive-fp32", "generate-fp32", "engine-fp32", "generate-bf16", "engine-bf16"]
+    methods = every if bf16 else every[:3]
+    if args.methods:  # bf16 rows named here run even without bf16 units (emulated: to measure what that costs)
+        methods = [m for m in every if m in args.methods.split(",") or m == "engine-fp32"]
     results = {}
     for method in methods:
         cmd = [sys.executable, __file__, "--child", method, "--model", args.model, "--prompts", str(args.prompts),
@@ -120,7 +121,8 @@ def main() -> None:
             verdicts[m] = [(v.safe, v.refusal) for v in judge.judge(r["prompts"], r["responses"])]
     print(f"model {args.model}, {len(ref['prompts'])} prompts x {args.new_tokens} new tokens (greedy), batch size "
           f"{args.batch_size}, device {inference_device()}; bf16 units: "
-          f"{'yes, bf16 rows run' if bf16 else 'no, bf16 rows skipped (fp32 is the auto path here)'}")
+          f"{'yes, bf16 rows run' if bf16 else 'no, fp32 is the auto path here'}"
+          + ("" if bf16 or not any(m.endswith("bf16") for m in methods) else " (bf16 rows asked for: emulated)"))
     print(f"{'method':<14} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'x naive':>8} {'peak RSS MB':>12} "
           f"{'same answer':>12} {'same verdict':>13} {'safe %':>7}")
     naive = results["naive-fp32"]["tokens_per_s"] if "naive-fp32" in results else float("nan")
@@ -156,7 +158,7 @@ def main() -> None:
     print(f"speed-up ({best} / naive-fp32 tokens/s): {results[best]['tokens_per_s'] / naive:.1f}x   (goal >= 20x); "
           f"continuous batching vs batched generate, same precision: "
           + ", ".join(f"{p} {results['engine-' + p]['tokens_per_s'] / results['generate-' + p]['tokens_per_s']:.2f}x"
-                      for p in (["fp32", "bf16"] if bf16 else ["fp32"])))
+                      for p in ("fp32", "bf16") if f"engine-{p}" in results and f"generate-{p}" in results))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,30 @@ def test_inference_device_and_precision_follow_the_hardware_and_env(tiny_lm_dir,
     assert models.inference_device() == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_cpu_bf16_needs_bf16_units_not_only_onednn(monkeypatch):
+    """oneDNN says it runs bf16 on any AVX512 CPU; without AVX512-BF16 / AMX-BF16 units it emulates it (slower than
+    fp32), so ``cpu_bf16`` also asks the CPU. Checked against this machine's own flags, then for each kind of CPU
+    by the capabilities torch reports (the hardware cannot be swapped in a test)."""
+    import torch
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = set(cpuinfo.read_text().split())
+        assert models.cpu_bf16_units() == bool({"avx512_bf16", "amx_bf16"} & flags)
+        if not {"avx512_bf16", "amx_bf16"} & flags:
+            assert models.cpu_bf16() is False and models.inference_precision("auto", "cpu") == "fp32"
+    real = torch.cpu.get_capabilities()
+    onednn = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    for kind, expected in (({"avx512_bf16": False, "amx_bf16": False}, False),  # AVX2, or AVX512 without bf16
+                           ({"avx512_bf16": True, "amx_bf16": False}, True),  # Cooper Lake, Zen 4/5
+                           ({"avx512_bf16": True, "amx_bf16": True}, True)):  # Sapphire Rapids and later
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda kind=kind: {**real, **kind})
+        assert models.cpu_bf16_units() is expected
+        assert models.cpu_bf16() is (expected and onednn)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN capped below its bf16 instructions: emulated
+    assert models.cpu_bf16() is False
+
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a GPU")
 def test_generation_runs_on_the_gpu_in_bf16(tiny_lm_dir):
     import torch
