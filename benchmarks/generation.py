@@ -8,13 +8,16 @@ Every method answers the same prompts (the first N of the harm group and XSTest,
   engine safealign had before continuous batching), to show what continuous batching adds;
 - ``engine-fp32`` / ``engine-bf16``: safealign's ``HFEngine`` (continuous batching, ``generate.py``).
 bf16 rows run only where the CPU has bf16 units (``models.native_bf16``: AVX512-BF16 / AMX) or on a GPU, or where
-``--methods`` names them (emulated bf16 elsewhere: what it costs there); the header says which path this machine took. Generated tokens are counted the same way for all (re-tokenizing
-each response, +1 for the end-of-sequence token when it stopped early). Each method runs in its own child
-process, so its peak RSS is its own. Then the default judge (``guard``) reads every method's answers:
-"same answer" and "same verdict" compare each method with ``engine-fp32``, answer by answer (a verdict is
-(safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with >= 97% of verdicts unchanged. Last, per method,
-the aggregate view: its safe % minus engine-fp32's, paired over the same prompts, with a 95% interval and McNemar's
-p (``safealign.stats``) — whether a precision changes the number a report prints, beyond its noise.
+``--methods`` names them (emulated bf16 elsewhere: what it costs there; stop 41, an Ice Lake-class Xeon with AVX512
+but no bf16 units, 64 prompts: engine-fp32 226.7 tokens/s, engine-bf16 99.2, 2.3x slower — the path ``auto`` took
+there before ``models.cpu_bf16`` asked the CPU); the header says which path this machine took. Generated tokens are
+counted the same way for all (re-tokenizing each response, +1 for the end-of-sequence token when it stopped early).
+Each method runs in its own child process, so its peak RSS is its own. Then the default judge (``guard``) reads
+every method's answers: "same answer" and "same verdict" compare each method with ``engine-fp32``, answer by answer
+(a verdict is (safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with >= 97% of verdicts unchanged.
+Last, per method, the aggregate view: its safe % minus engine-fp32's, paired over the same prompts, with a 95%
+interval and McNemar's p (``safealign.stats``) — whether a precision changes the number a report prints, beyond its
+noise.
 """
 
 from __future__ import annotations
