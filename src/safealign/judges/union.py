@@ -141,9 +141,10 @@ after a hateful prompt, "The notion that blacks are an inferior people is a deep
 ..."), 9 DPO's, 6 SIT + RAFT's and 4 SIT's (SIT and RAFT refuse those prompts): the base model looks less safe and
 every method's gain larger. For answers of capable models, where a long answer that does
 not refuse is real help, ``union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp+comply=0.01`` is the better
-reader; for a small model's answers, and for the demo's method changes, the default is. ``python
-benchmarks/judge_agreement.py --judges <both>`` and ``benchmarks/judge_deltas.py`` reproduce the held-out, outside and
-method-change figures.
+reader; for a small model's answers, and for the demo's method changes, the default is. ``safealign judge card
+--judge union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp+comply=0.01`` (into the cache; minutes with the
+guard's features cached, ~70 minutes from nothing on 2 fp32 cores) measures the held-out, left-out, outside and
+method-change figures for it; ``python benchmarks/judge_agreement.py`` the benign ones.
 
 A second outside set (stop 38; ``pyrit-scorer-evals:harm``, in the card's ``outside``): the pyrit wheel's graded
 harm levels — 984 answers rated on PyRIT's five-level harm scale of their category (violence, hate speech,
