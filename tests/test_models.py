@@ -104,6 +104,7 @@ def test_cpu_bf16_needs_bf16_units_not_only_onednn(monkeypatch):
     import torch
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("SAFEALIGN_PRECISION", raising=False)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         flags = set(cpuinfo.read_text().split())
@@ -120,6 +121,7 @@ def test_cpu_bf16_needs_bf16_units_not_only_onednn(monkeypatch):
         assert models.cpu_bf16() is (expected and onednn)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN capped below its bf16 instructions: emulated
     assert models.cpu_bf16() is False
+
 
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a GPU")
 def test_generation_runs_on_the_gpu_in_bf16(tiny_lm_dir):
