@@ -215,12 +215,18 @@ DEFAULT = "union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp"
 
 
 REFUSAL_RULES = ("first", "all")  # ``+refusal=R``: the first member's refusal verdict (default), or every member's
+KEYED_PARTS = ("refusal", "offtopic", "comply")  # ``+<key>=<value>`` parts of a union's spec that are not members
+
+
+def _part_values(arg: str | None, key: str) -> list[str]:
+    """The values of every ``+<key>=<value>`` part of a union's spec, in order."""
+    return [part.strip()[len(key) + 1:].strip() for part in (arg or "").split("+")
+            if part.strip().startswith(f"{key}=")]
 
 
 def refusal_rule(arg: str | None) -> str:
     """The ``+refusal=R`` part of a union's spec (``"first"`` where there is none); a user error for another R."""
-    rules = [part.strip()[len("refusal="):].strip() for part in (arg or "").split("+")
-             if part.strip().startswith("refusal=")]
+    rules = _part_values(arg, "refusal")
     for rule in rules:
         if rule not in REFUSAL_RULES:
             raise SafealignError(f"union: refusal={rule} is not one of {', '.join(REFUSAL_RULES)} (first: the first "
@@ -232,8 +238,7 @@ def refusal_rule(arg: str | None) -> str:
 def _number_part(arg: str | None, key: str, low: float, high: float, meaning: str) -> float | None:
     """The number of a union's last ``+<key>=T`` part (None where there is none); a user error naming the part and
     what it means (``meaning``) where T is not a number strictly between ``low`` and ``high``."""
-    values = [part.strip()[len(key) + 1:].strip() for part in (arg or "").split("+")
-              if part.strip().startswith(f"{key}=")]
+    values = _part_values(arg, key)
     if not values:
         return None
     try:
@@ -280,7 +285,7 @@ def parse(arg: str | None) -> list[tuple[str, float | None]]:
     (``nohelp_part``)."""
     members: list[tuple[str, float | None]] = []
     for part in (arg or "").split("+") if (arg or "").strip() else []:
-        if part.strip().startswith(("refusal=", "offtopic=", "comply=")) or part.strip() == "nohelp":
+        if part.strip().startswith(tuple(f"{key}=" for key in KEYED_PARTS)) or part.strip() == "nohelp":
             continue
         spec, at, cut = part.strip().rpartition("@") if "@" in part else (part.strip(), "", "")
         spec = spec.strip()
