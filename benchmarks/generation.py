@@ -6,28 +6,44 @@ Every method answers the same prompts (the first N of the harm group and XSTest,
 - ``naive-fp32``: ``model.generate`` once per prompt, fp32 (the baseline of every ratio);
 - ``generate-fp32`` / ``generate-bf16``: transformers' batched ``generate`` over length-sorted batches (the
   engine safealign had before continuous batching), to show what continuous batching adds;
-- ``engine-fp32`` / ``engine-bf16``: safealign's ``HFEngine`` (continuous batching, ``generate.py``).
+- ``engine-fp32`` / ``engine-bf16``: safealign's ``HFEngine`` (continuous batching, ``generate.py``);
+- any of them with ``-<N>t`` (``--methods engine-fp32-1t``): on N CPU threads instead of torch's default.
 bf16 rows run only where the CPU has bf16 units (``models.native_bf16``: AVX512-BF16 / AMX) or on a GPU, or where
 ``--methods`` names them (emulated bf16 elsewhere: what it costs there; stop 41, an Ice Lake-class Xeon with AVX512
 but no bf16 units, 64 prompts: engine-fp32 226.7 tokens/s, engine-bf16 99.2, 2.3x slower — the path ``auto`` took
 there before ``models.cpu_bf16`` asked the CPU); the header says which path this machine took. Generated tokens are
 counted the same way for all (re-tokenizing each response, +1 for the end-of-sequence token when it stopped early).
-Each method runs in its own child process, so its peak RSS is its own. Then the default judge (``guard``) reads
-every method's answers: "same answer" and "same verdict" compare each method with ``engine-fp32``, answer by answer
-(a verdict is (safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with >= 97% of verdicts unchanged.
-Last, per method, the aggregate view: its safe % minus engine-fp32's, paired over the same prompts, with a 95%
-interval and McNemar's p (``safealign.stats``) — whether a precision changes the number a report prints, beyond its
-noise.
+Each method runs in its own child process, so its peak RSS is its own. Then the default judge (``union.DEFAULT``;
+``guard`` before stop 42) reads every method's answers: "same answer" and "same verdict" compare each method with
+``engine-fp32``, answer by answer (a verdict is (safe, refusal)). Goal: engine-bf16 >= 20x naive-fp32 tokens/s with
+>= 97% of verdicts unchanged. Last, per method, the aggregate view: its safe % minus engine-fp32's, paired over the
+same prompts, with a 95% interval and McNemar's p (``safealign.stats``) — whether a precision changes the number a
+report prints, beyond its noise.
+
+Stop 42 (AMD EPYC with AVX512-BF16, 2 cores; the default union reading): 757 prompts (``--prompts 968``):
+engine-fp32 212.1 tokens/s, engine-bf16 424.8 (2.0x); 22% of bf16's answers identical to fp32's (they part at
+character 89, median), 84% of verdicts the same, safe % bf16 − fp32 +0.4 points [−2.2, +3.0] (McNemar p 0.84).
+One thread against two (256 prompts, the guard reading; ``engine-fp32-1t``, ``engine-bf16-1t``): fp32 on one thread
+gave every answer fp32 gave on two, character for character — fp32's greedy answers here do not depend on the thread
+layout, so the per-verdict gap is bf16's own, not a floor fp32 shares — and bf16 on one thread agreed with fp32 as
+bf16 on two did (20% of answers, 80% of verdicts). Whether bf16 moves a method's reported change:
+``benchmarks/precision_deltas.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
 import time
+
+
+from safealign.judges.union import DEFAULT as DEFAULT_JUDGE
+
+THREADED = re.compile(r"^(naive|generate|engine)-(fp32|bf16)(-[1-9][0-9]*t)?$")  # "engine-fp32-1t": on one thread
 
 
 def load_prompts(n: int) -> list[str]:
@@ -53,7 +69,9 @@ def run_method(method: str, model: str, n: int, max_new: int, batch_size: int) -
     from safealign.generate import GenParams, HFEngine
     from safealign.models import format_prompt
 
-    kind, precision = method.split("-")
+    kind, precision, *threads = method.split("-")
+    if threads:  # "-1t": this many CPU threads (the default: torch's, one per core)
+        torch.set_num_threads(int(threads[0][:-1]))
     prompts = load_prompts(n)
     engine = HFEngine(model)
     params = GenParams(max_new_tokens=max_new, batch_size=batch_size, precision=precision)
@@ -93,8 +111,11 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--judge", default="guard", help="the judge whose verdicts are compared; 'none' skips it")
-    ap.add_argument("--methods", default="", help="comma-separated subset (engine-fp32 always runs: the reference)")
+    ap.add_argument("--judge", default=DEFAULT_JUDGE,
+                    help="the judge whose verdicts are compared (default: safealign's, %(default)s); 'none' skips it")
+    ap.add_argument("--methods", default="", help="comma-separated subset (engine-fp32 always runs: the reference); a "
+                    "'-<N>t' suffix runs a method on N CPU threads (engine-fp32-1t: fp32 in another thread layout, "
+                    "how far fp32 agrees with itself)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -107,7 +128,12 @@ def main() -> None:
     every = ["naive-fp32", "generate-fp32", "engine-fp32", "generate-bf16", "engine-bf16"]
     methods = every if bf16 else every[:3]
     if args.methods:  # bf16 rows named here run even without bf16 units (emulated: to measure what that costs)
-        methods = [m for m in every if m in args.methods.split(",") or m == "engine-fp32"]
+        asked = args.methods.split(",")
+        bad = [m for m in asked if not THREADED.match(m)]
+        if bad:
+            sys.exit(f"--methods: unknown method {bad[0]!r} (one of {', '.join(every)}, each with an optional "
+                     "thread count: engine-fp32-1t)")
+        methods = [m for m in every if m in asked or m == "engine-fp32"] + [m for m in asked if m not in every]
     results = {}
     for method in methods:
         cmd = [sys.executable, __file__, "--child", method, "--model", args.model, "--prompts", str(args.prompts),

@@ -144,7 +144,15 @@ not refuse is real help, ``union:guard+embedded@0.3+refusal=all+offtopic=0.05+no
 reader; for a small model's answers, and for the demo's method changes, the default is. ``safealign judge card
 --judge union:guard+embedded@0.3+refusal=all+offtopic=0.05+nohelp+comply=0.01`` (into the cache; minutes with the
 guard's features cached, ~70 minutes from nothing on 2 fp32 cores) measures the held-out, left-out, outside and
-method-change figures for it; ``python benchmarks/judge_agreement.py`` the benign ones.
+method-change figures for it; ``python benchmarks/judge_agreement.py`` the benign ones. Gates tried against that
+cost (stop 42, AMD EPYC, the members in fp32: the stop-41 figures above again to the digit; PyRIT objective / harm
+levels F1, then judge − labels for SIT / SIT + RAFT / DPO): T = 0.02: 0.634 / 0.654, +12.1 / +12.6 / +17.6; T =
+0.05: 0.579 / 0.630, +11.0 / +10.9 / +17.1; T = 0.01 and the answer's cosine to its prompt above 0.4
+(``relevance``): 0.615 / 0.658, +11.0 / +10.3 / +17.6 (above 0.2 / 0.3 / 0.5 alike); T = 0.01 and MiniLM's
+P(harmful) above 0.3: 0.606 / 0.647, +12.7 / +12.1 / +17.6 (0.01-0.2: no change). None brings the demo's bias near
+the default's (+5.2 / +5.7 / +12.4) while keeping most of the gain: the base model's babble the part flags is on
+topic (cosine 0.5-0.8 for most) and MiniLM gives it P(harmful) 0.3-0.6, as it does a capable model's compliance.
+Telling them apart needs a reader of whether the text gives real help, which neither member is.
 
 A second outside set (stop 38; ``pyrit-scorer-evals:harm``, in the card's ``outside``): the pyrit wheel's graded
 harm levels — 984 answers rated on PyRIT's five-level harm scale of their category (violence, hate speech,
