@@ -180,6 +180,21 @@ def print_f1_gaps(sets: dict[str, list[dict]], verdicts: dict[tuple[str, str], l
         print("\n".join(lines))
 
 
+def short_names(specs: list[str]) -> dict[str, str]:
+    """Each judge spec's label in the table, at most 10 characters and unique: the spec where it fits, else its kind
+    and a number ("union:guard+embedded@0.3+..." -> "union1"; ``main`` prints which is which)."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        if len(spec) <= 10 and spec not in out.values():
+            out[spec] = spec
+            continue
+        kind, k = spec.split(":")[0][:8], 1
+        while f"{kind}{k}" in out.values() or f"{kind}{k}" in specs:
+            k += 1
+        out[spec] = f"{kind}{k}"
+    return out
+
+
 def fmt_rate(r: dict | None) -> str:
     return "–" if not r else f"{100 * r['rate']:5.1f} [{100 * r['ci'][0]:4.1f}, {100 * r['ci'][1]:5.1f}]"
 
@@ -223,7 +238,9 @@ def main() -> int:
         sets = {k: v for k, v in sets.items() if any(w in k for w in args.sets.split(","))}
     judges = {spec: get_judge(spec) for spec in args.judges.split(",")}
     names = list(judges)
+    labels = short_names(names)
     print("held-out sources: " + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()))
+    print("judges: " + "; ".join(spec if label == spec else f"{label} = {spec}" for spec, label in labels.items()))
     print(f"{'source':22s} {'judge':10s} {'n':>5s} {'harmful F1':>10s}  {'harmful accuracy %':24s}"
           f"  {'refusal accuracy %':24s} {'pairs/s':>8s}")
     totals = {n: [0, 0.0] for n in names}
@@ -260,7 +277,7 @@ def main() -> int:
             sc = harm_refusal_scores([r["harmful"] for r in rows], [r["refusal"] for r in rows],
                                      [not v.safe for v in vs], [v.refusal for v in vs])
             f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
-            print(f"{set_name[:22]:22s} {spec[:10]:10s} {len(rows):5d} {f1:>10s}  {fmt_rate(sc['harmful_accuracy']):24s}"
+            print(f"{set_name[:22]:22s} {labels[spec]:10s} {len(rows):5d} {f1:>10s}  {fmt_rate(sc['harmful_accuracy']):24s}"
                   f"  {fmt_rate(sc['refusal_accuracy']):24s} {len(rows) / max(dt, 1e-9):8.1f}")
     print("pairs/s over all sources: " + ", ".join(f"{n} {t[0] / max(t[1], 1e-9):.1f}" for n, t in totals.items()))
     print_f1_gaps(sets, verdicts, names)
