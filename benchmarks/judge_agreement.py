@@ -277,8 +277,9 @@ def main() -> int:
             sc = harm_refusal_scores([r["harmful"] for r in rows], [r["refusal"] for r in rows],
                                      [not v.safe for v in vs], [v.refusal for v in vs])
             f1 = "–" if sc["harmful_f1"] is None else f"{sc['harmful_f1']:.3f}"
-            print(f"{set_name[:22]:22s} {labels[spec]:10s} {len(rows):5d} {f1:>10s}  {fmt_rate(sc['harmful_accuracy']):24s}"
-                  f"  {fmt_rate(sc['refusal_accuracy']):24s} {len(rows) / max(dt, 1e-9):8.1f}")
+            print(f"{set_name[:22]:22s} {labels[spec]:10s} {len(rows):5d} {f1:>10s}  "
+                  f"{fmt_rate(sc['harmful_accuracy']):24s}  {fmt_rate(sc['refusal_accuracy']):24s} "
+                  f"{len(rows) / max(dt, 1e-9):8.1f}")
     print("pairs/s over all sources: " + ", ".join(f"{n} {t[0] / max(t[1], 1e-9):.1f}" for n, t in totals.items()))
     print_f1_gaps(sets, verdicts, names)
     if args.unseen:
