@@ -26,7 +26,9 @@ character 89, median), 84% of verdicts the same, safe % bf16 − fp32 +0.4 point
 One thread against two (256 prompts, the guard reading; ``engine-fp32-1t``, ``engine-bf16-1t``): fp32 on one thread
 gave every answer fp32 gave on two, character for character — fp32's greedy answers here do not depend on the thread
 layout, so the per-verdict gap is bf16's own, not a floor fp32 shares — and bf16 on one thread agreed with fp32 as
-bf16 on two did (20% of answers, 80% of verdicts). Whether bf16 moves a method's reported change:
+bf16 on two did (20% of answers, 80% of verdicts); bf16 on one thread against bf16 on two: 247 of 256 answers the
+same (its rounding depends a little on the layout, fp32's not at all; the line "... vs engine-bf16" prints it).
+Whether bf16 moves a method's reported change:
 ``benchmarks/precision_deltas.py``.
 """
 
@@ -175,6 +177,11 @@ def main() -> None:
             print(f"safe % {m} - engine-fp32: {100 * d:+.1f} points [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] "
                   f"(paired, n={len(pairs)}; {a_only} safe only in fp32, {b_only} only in {m}; McNemar p "
                   f"{mcnemar_p(a_only, b_only):.2f})")
+    for m in methods:  # a method on other threads against itself on torch's default: does the layout change answers?
+        twin = m.rsplit("-", 1)[0]
+        if THREADED.match(m).group(3) and twin in results:
+            a, b = results[m]["responses"], results[twin]["responses"]
+            print(f"{m} vs {twin}: {sum(x == y for x, y in zip(a, b))}/{len(a)} answers the same")
     diverge = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), None)
                for x, y in zip(ref["responses"], results.get("engine-bf16", ref)["responses"])]
     first = sorted(d for d in diverge if d is not None)
