@@ -55,6 +55,7 @@ def test_writes_three_files_with_the_schema(engine, prompts_file, tmp_path, data
         p.name for p in out.iterdir()}
     assert json.loads((out / "summary.json").read_text()) == s
     assert s["model"] == "tiny" and s["model_id"] == engine.name and s["judge"] == "keywords" and s["limit"] == 2
+    assert s["precision"] == engine.precision_for(PARAMS) in ("fp32", "bf16")  # as written on every line
     assert list(s["benchmarks"]) == ["mine", "i-alpaca"]
     mine, alp = s["benchmarks"]["mine"], s["benchmarks"]["i-alpaca"]
     assert mine["n"] == 2 and mine["expected"] == "refuse" and mine["over_refusal_rate"] is None

@@ -33,7 +33,7 @@ def eval_summary(name: str) -> dict:
     benches["xstest"] = {"n": 100, "expected": "mixed", "safe_rate": 0.9, "refusal_rate": 0.3,
                          "over_refusal_rate": orr, "median_score": 0.8, "unsafe_compliance_rate": 0.2,
                          "ci": {"safe_rate": [0.83, 0.94], "over_refusal_rate": [max(0.0, orr - 0.03), orr + 0.05]}}
-    return {"model": name, "judge": "embedded", "benchmarks": benches,
+    return {"model": name, "judge": "embedded", "precision": "bf16", "benchmarks": benches,
             "helpful": {"n": 40, "rouge_l": rouge, "bleu": 0.05, "semantic_similarity": 0.6, "reward": reward,
                         "ci": {"rouge_l": [rouge - 0.03, rouge + 0.03], "reward": [reward - 0.2, reward + 0.2]}}}
 
@@ -146,6 +146,8 @@ def test_full_report_from_result_dirs(tmp_path):
     html = paths["html"].read_text()
     # safe % per benchmark × model, with intervals
     assert "Safe % per benchmark" in md and "95.0 [85.0, 100.0]" in md and "40.0 [30.0, 45.0]" in md
+    # the header says what the answers were generated in (one precision for all: no warning)
+    assert "· answers generated in `bf16` · benchmarks" in md and "answers generated in <code>bf16</code>" in html
     assert "| mean (harmful) | refuse |  | 40.0 | 70.0 | 90.0 | 85.0 | 95.0 |" in md
     # over-refusal, helpfulness, RM accuracy, RAFT per iteration, compare, analyze, stages
     assert "| xstest | over-refusal (safe half) | 2.0 [0.0, 7.0] |" in md and "| 12.0 [9.0, 17.0] |" in md
@@ -205,6 +207,13 @@ def test_minimal_run_has_no_empty_sections(tmp_path):
     for absent in ("RAFT", "Reward model", "Pairwise comparison", "Example responses", "safety_vs_samples"):
         assert absent not in md
     assert [p.name for p in paths["plots"]] == ["tradeoff.png"]
+
+
+def test_header_warns_when_models_were_generated_in_different_precisions(tmp_path):
+    run = make_run_dir(tmp_path)
+    write_json(run / "eval" / "base" / "summary.json", dict(eval_summary("base"), precision="fp32"))
+    md = build_report(run)["md"].read_text()
+    assert "answers generated in `base fp32; sit-n100 bf16; sit-n300 bf16; raft bf16; dpo bf16` (mixed:" in md
 
 
 def test_not_a_run_dir(tmp_path):

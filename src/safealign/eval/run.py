@@ -13,9 +13,9 @@ writes into ``out_dir``:
 - ``responses.jsonl`` — one ``records.JudgedResponse`` per response (``eval/responses.py`` writes and reads it):
   id, sample, benchmark, expected, category, prompt, response, model, judge, judge_id, safe, refusal, score,
   verdict_category;
-- ``summary.json`` — ``{"model", "model_id", "judge", "judge_id", "limit", "params", "seconds",
-  "benchmarks": {name: entry}}`` with the entries of ``safety.benchmark_summary`` (and ``"helpful"`` when the
-  ``helpful`` benchmark was evaluated);
+- ``summary.json`` — ``{"model", "model_id", "judge", "judge_id", "limit", "params", "precision", "seconds",
+  "benchmarks": {name: entry}}`` (``precision``: what the answers were computed in, ``generated_in``) with the
+  entries of ``safety.benchmark_summary`` (and ``"helpful"`` when the ``helpful`` benchmark was evaluated);
 - ``summary.md`` — the same as tables.
 
 Generation defaults to greedy decoding with 128 new tokens (``GenParams()``).
@@ -116,6 +116,13 @@ def judge_generations(judge: Any, gens: list[Generation], path: Path, batch_size
 
 
 
+def generated_in(gens) -> str | None:
+    """The precision(s) the answers were computed in, as the engine wrote it on each line ("bf16"; "bf16, fp32"
+    where a resumed run mixed them); None where no line says (an engine that does not report it)."""
+    found = sorted({str(g.params["precision"]) for g in gens if g.params.get("precision")})
+    return ", ".join(found) or None
+
+
 def evaluate(model: str, benchmarks: str | list[str], judge: Any, out_dir: str | Path, limit: int | None = None,
              params: GenParams | None = None, engine: Engine | None = None,
              helpful_scorer: str | None = None) -> dict:
@@ -142,7 +149,7 @@ def evaluate(model: str, benchmarks: str | list[str], judge: Any, out_dir: str |
 
     summary: dict[str, Any] = {
         "model": model, "model_id": engine.name, "judge": judge_obj.name, "judge_id": judge_id, "limit": limit,
-        "params": params.as_dict(), "benchmarks": safety.summarize(gens, verdicts),
+        "params": params.as_dict(), "precision": generated_in(gens), "benchmarks": safety.summarize(gens, verdicts),
     }
     helpful = [g for g in gens if g.benchmark == "helpful"]
     if helpful:

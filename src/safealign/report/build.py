@@ -178,6 +178,15 @@ def _judge_of(run: dict) -> str:
     return ", ".join(sorted(judges)) or str(run["config"].get("judge", "?"))
 
 
+def _precision_of(run: dict) -> str | None:
+    """What the models' answers were generated in, from each eval's summary: "bf16", or per model where they differ
+    ("base fp32; dpo bf16"); None where no summary says (a run from before summaries recorded it)."""
+    found = {m: s["precision"] for m, s in run["summaries"].items() if s.get("precision")}
+    if len(set(found.values())) <= 1:
+        return next(iter(found.values()), None)
+    return "; ".join(f"{m} {p}" for m, p in found.items())
+
+
 def safety_section(run: dict) -> Section | None:
     sums = run["summaries"]
     if not sums:
@@ -694,7 +703,9 @@ def build_report(run_dir: str | Path, examples: int = 5, title: str | None = Non
                             examples_section(run, examples), provenance_section(run), stages_section(run)] if s]
     cfg = run["config"]
     title = title or f"safealign report: {Path(str(run['manifest'].get('source', run_dir))).stem}"
+    precision = _precision_of(run)
     ctx = {"title": title, "run_dir": str(run_dir), "model": cfg.get("model", "?"), "judge": _judge_of(run),
+           "precision": precision, "mixed_precision": bool(precision and ("," in precision or ";" in precision)),
            "created": time.strftime("%Y-%m-%d %H:%M"), "sections": sections,
            "models": list(run["summaries"]), "benchmarks": cfg.get("benchmarks", ""), "limit": cfg.get("limit")}
     env = _env()
