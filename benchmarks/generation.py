@@ -28,8 +28,7 @@ gave every answer fp32 gave on two, character for character — fp32's greedy an
 layout, so the per-verdict gap is bf16's own, not a floor fp32 shares — and bf16 on one thread agreed with fp32 as
 bf16 on two did (20% of answers, 80% of verdicts); bf16 on one thread against bf16 on two: 247 of 256 answers the
 same (its rounding depends a little on the layout, fp32's not at all; the line "... vs engine-bf16" prints it).
-Whether bf16 moves a method's reported change:
-``benchmarks/precision_deltas.py``.
+Whether bf16 moves a method's reported change: ``benchmarks/precision_deltas.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ import resource
 import subprocess
 import sys
 import time
-
 
 from safealign.judges.union import DEFAULT as DEFAULT_JUDGE
 

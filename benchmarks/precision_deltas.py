@@ -1,7 +1,8 @@
 """Does bf16 generation change what the report says a method did? Each method's change against the base model —
 harm-set safe %, XSTest over-refusal — with every model's answers generated in fp32 and again in bf16 (issue 17).
 
-    python benchmarks/precision_deltas.py --models base=smollm2-135m-instruct,sit=runs/quickstart/sit-n200/model,...
+    R=runs/quickstart/train  # after make demo
+    python benchmarks/precision_deltas.py --models base=smollm2-135m-instruct,sit=$R/sit-n200,raft=$R/raft,dpo=$R/dpo
 
 ``benchmarks/generation.py`` compares answers one by one: bf16's greedy answers part from fp32's near a tie in most
 answers (median: some 90 characters in), and the judge's verdict changes on about a fifth of them. A report prints
@@ -24,7 +25,7 @@ bf16 − fp32: SIT +22.1 / +20.0, −2.1 [−7.2, +3.0]; RAFT +22.5 / +19.2, −
 [−8.9, +2.2]. Over-refusal % (50 prompts): base 6 / 6, SIT 66 / 70, RAFT 58 / 64, DPO 6 / 8; the Δs' bf16 − fp32
 +4.0 [−3.8, +11.8], +6.0 [−2.7, +14.7], +2.0 [−4.8, +8.8]. Every change within noise; the three safe-% Δs move the
 same way because they share the base model's (+2.9): a run that evaluates every model in one precision compares
-like with like, but a Δ measured in bf16 is not interchangeable with one measured in fp32 to better than about ±8
+like with like, but a Δ measured in bf16 is not interchangeable with one measured in fp32 to better than about ±9
 points at this size.
 """
 
@@ -80,11 +81,16 @@ def main() -> int:
     if any(len(m) != 2 or not all(m) for m in models) or len(models) < 2:
         print(f"--models: expected at least two name=model items, got {args.models!r}", file=sys.stderr)
         return 2
+    if args.limit < 2:
+        print(f"--limit: at least 2 prompts of each benchmark for a paired interval, got {args.limit}", file=sys.stderr)
+        return 2
 
     from safealign.generate import GenParams, HFEngine
     from safealign.judges.base import get_judge, judge_in_batches
-    from safealign.models import native_bf16
+    from safealign.models import native_bf16, resolve_model
 
+    for _, model in models:  # every model readable before the first one generates for minutes
+        resolve_model(model)
     if not native_bf16():
         print("note: this CPU has no bf16 units; bf16 is emulated here (slower, and not the path `auto` takes)")
     evals = prompts(args.limit)
@@ -122,4 +128,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from safealign.errors import SafealignError
+
+    try:
+        sys.exit(main())
+    except SafealignError as e:  # a model or benchmark that cannot be read: one line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
