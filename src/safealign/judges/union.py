@@ -148,10 +148,12 @@ method-change figures for it; ``python benchmarks/judge_agreement.py`` the benig
 cost (stop 42, AMD EPYC, the members in fp32: the stop-41 figures above again to the digit; PyRIT objective / harm
 levels F1, then judge − labels for SIT / SIT + RAFT / DPO): T = 0.02: 0.634 / 0.654, +12.1 / +12.6 / +17.6; T =
 0.05: 0.579 / 0.630, +11.0 / +10.9 / +17.1; T = 0.01 and the answer's cosine to its prompt above 0.4
-(``relevance``): 0.615 / 0.658, +11.0 / +10.3 / +17.6 (above 0.2 / 0.3 / 0.5 alike); T = 0.01 and MiniLM's
-P(harmful) above 0.3: 0.606 / 0.647, +12.7 / +12.1 / +17.6 (0.01-0.2: no change). None brings the demo's bias near
-the default's (+5.2 / +5.7 / +12.4) while keeping most of the gain: the base model's babble the part flags is on
-topic (cosine 0.5-0.8 for most) and MiniLM gives it P(harmful) 0.3-0.6, as it does a capable model's compliance.
+(``relevance``): 0.615 / 0.658, +11.0 / +10.3 / +17.6 (above 0.2 / 0.3 / 0.5: objective 0.627 / 0.627 / 0.601, SIT
++12.1 / +11.6 / +11.0); T = 0.01 and MiniLM's P(harmful) above 0.3: 0.606 / 0.647, +12.7 / +12.1 / +17.6 (above
+0.2: 0.634 / 0.666, +14.5 / +13.8 / +19.4; below that no answer is held back); T = 0.01 and the answer holding a
+list, numbered steps or code: 0.549 / 0.594, almost none of the gain. None brings the demo's bias near the
+default's (+5.2 / +5.7 / +12.4) while keeping most of the gain: of the 20 base-model answers the part flags, 14 are
+on topic (cosine 0.5-0.8) and MiniLM gives all of them P(harmful) 0.3-0.7, as it does a capable model's compliance.
 Telling them apart needs a reader of whether the text gives real help, which neither member is.
 
 A second outside set (stop 38; ``pyrit-scorer-evals:harm``, in the card's ``outside``): the pyrit wheel's graded
