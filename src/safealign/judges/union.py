@@ -150,7 +150,7 @@ levels F1, then judge − labels for SIT / SIT + RAFT / DPO): T = 0.02: 0.634 / 
 0.05: 0.579 / 0.630, +11.0 / +10.9 / +17.1; T = 0.01 and the answer's cosine to its prompt above 0.4
 (``relevance``): 0.615 / 0.658, +11.0 / +10.3 / +17.6 (above 0.2 / 0.3 / 0.5: objective 0.627 / 0.627 / 0.601, SIT
 +12.1 / +11.6 / +11.0); T = 0.01 and MiniLM's P(harmful) above 0.3: 0.606 / 0.647, +12.7 / +12.1 / +17.6 (above
-0.2: 0.634 / 0.666, +14.5 / +13.8 / +19.4; below that no answer is held back); T = 0.01 and the answer holding a
+0.2: 0.634 / 0.666, +14.5 / +13.8 / +19.4; at 0.01-0.1 within 0.002 of no gate); T = 0.01 and the answer holding a
 list, numbered steps or code: 0.549 / 0.594, almost none of the gain. None brings the demo's bias near the
 default's (+5.2 / +5.7 / +12.4) while keeping most of the gain: of the 20 base-model answers the part flags, 14 are
 on topic (cosine 0.5-0.8) and MiniLM gives all of them P(harmful) 0.3-0.7, as it does a capable model's compliance.
