@@ -178,13 +178,20 @@ def _judge_of(run: dict) -> str:
     return ", ".join(sorted(judges)) or str(run["config"].get("judge", "?"))
 
 
-def _precision_of(run: dict) -> str | None:
-    """What the models' answers were generated in, from each eval's summary: "bf16", or per model where they differ
-    ("base fp32; dpo bf16"); None where no summary says (a run from before summaries recorded it)."""
+MIXED_PRECISION_NOTE = ("mixed: bf16 changes most greedy answers, so a Δ between models generated in different "
+                        "precisions carries that change too (benchmarks/precision_deltas.py)")
+
+
+def _precision_of(run: dict) -> tuple[str | None, bool]:
+    """What the models' answers were generated in, from each eval's summary (``eval.run.generated_in``): "bf16", or
+    per model where they differ ("base fp32; dpo bf16"), and whether more than one precision is in it (across models,
+    or within a model's resumed run: "bf16, fp32"); (None, False) where no summary says (a run from before summaries
+    recorded it)."""
     found = {m: s["precision"] for m, s in run["summaries"].items() if s.get("precision")}
+    mixed = len({p for text in found.values() for p in text.split(", ")}) > 1
     if len(set(found.values())) <= 1:
-        return next(iter(found.values()), None)
-    return "; ".join(f"{m} {p}" for m, p in found.items())
+        return next(iter(found.values()), None), mixed
+    return "; ".join(f"{m} {p}" for m, p in found.items()), mixed
 
 
 def safety_section(run: dict) -> Section | None:
@@ -703,9 +710,9 @@ def build_report(run_dir: str | Path, examples: int = 5, title: str | None = Non
                             examples_section(run, examples), provenance_section(run), stages_section(run)] if s]
     cfg = run["config"]
     title = title or f"safealign report: {Path(str(run['manifest'].get('source', run_dir))).stem}"
-    precision = _precision_of(run)
+    precision, mixed = _precision_of(run)
     ctx = {"title": title, "run_dir": str(run_dir), "model": cfg.get("model", "?"), "judge": _judge_of(run),
-           "precision": precision, "mixed_precision": bool(precision and ("," in precision or ";" in precision)),
+           "precision": precision, "precision_note": MIXED_PRECISION_NOTE if mixed else None,
            "created": time.strftime("%Y-%m-%d %H:%M"), "sections": sections,
            "models": list(run["summaries"]), "benchmarks": cfg.get("benchmarks", ""), "limit": cfg.get("limit")}
     env = _env()
