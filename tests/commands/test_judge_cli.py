@@ -89,6 +89,8 @@ def test_judge_score_with_a_missing_guard_dir_is_one_line(tmp_path):
     (["--judge", "guard", "--lora-epochs", "0"], "lora_epochs must be > 0"),
     (["--judge", "guard", "--tune-from", "7"], "tune_from must be one of the layers read below the last"),
     (["--judge", "embedded", "--tune-from", "14"], "use them with --judge guard"),
+    (["--judge", "guard", "--windows", "--lora"], "not with LoRA"),
+    (["--judge", "embedded", "--windows"], "use them with --judge guard"),
 ])
 def test_judge_train_rejects_bad_lora_settings_before_any_work(tmp_path, args, needle):
     r = cli("judge", "train", *args, "--out", tmp_path / "judge")

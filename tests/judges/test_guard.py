@@ -44,6 +44,28 @@ def test_features_do_not_depend_on_the_batch(tiny):
     assert torch.allclose(together, alone, atol=1e-4)  # padding and length sorting change nothing
 
 
+def test_a_long_response_is_read_in_windows_and_the_most_harmful_counts(tiny):
+    _, tok = tiny
+    assert guard.response_windows(tok, "Mix flour and water.") == []
+    words = " ".join(f"w{i}" for i in range(400))  # one token per word and space, or more: longer than a window
+    ids = tok(words, add_special_tokens=False).input_ids
+    wins = guard.response_windows(tok, words)
+    assert len(wins) == len(range(guard.WINDOW_STRIDE, len(ids) - 32, guard.WINDOW_STRIDE)) >= 2
+    assert wins[0] == tok.decode(ids[guard.WINDOW_STRIDE:guard.WINDOW_STRIDE + guard.MAX_RESPONSE_TOKENS])
+    assert all(len(tok(w, add_special_tokens=False).input_ids) <= guard.MAX_RESPONSE_TOKENS + 2 for w in wins)
+    assert wins[-1].strip().endswith("w399")  # the last window reaches the end
+    assert len(guard.response_windows(tok, "word " * 100_000)) < guard.MAX_CHARS // guard.WINDOW_STRIDE  # cut first
+    ex = [guard.Example("p", words, 1.0, 0.0, "s", "train"), guard.Example("q", "short", 0.0, 0.0, "s"),
+          guard.Example("r", words, None, 1.0, "t", "heldout")]
+    later, owner = guard.window_examples(ex, tok)
+    assert owner == [0] * len(wins) + [2] * len(wins) and later[0].response == wins[0]
+    assert (later[0].prompt, later[0].harmful, later[0].refusal, later[0].source, later[0].split) == \
+        ("p", 1.0, None, "s", "train")  # a window's refusal label is unknown
+    assert later[-1].harmful is None and later[-1].split == "heldout"
+    prob = guard.windowed([[0.1, 0.9], [0.2, 0.3]], [[0.05, 0.0], [0.7, 0.0], [0.4, 0.1]], [0, 0, 1])
+    assert prob == [[0.7, 0.9], [0.4, 0.3]]  # P(harmful) the highest window's, P(refusal) the first's
+
+
 def test_the_head_learns_both_outputs_and_ignores_unknown_labels():
     import torch
 
@@ -194,6 +216,35 @@ def test_a_frozen_judge_trains_the_head_alone_and_loads_without_an_adapter(tiny_
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_judge_trained_with_windows_reads_long_responses_in_windows(tiny_lm_dir, data_dir, cache_dir, tmp_path):
+    import shutil
+
+    d = guard.train(tmp_path / "win", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, windows=True)
+    card = json.loads((d / "card.json").read_text())
+    assert card["windows"] == guard.WINDOW_STRIDE and card["code_hash"] == guard.code_hash(windows=True)
+    assert card["code_hash"] != guard.code_hash() and card["command"].endswith("--windows --limit 6")
+    assert card["unseen_source"] and card["outside"]["pyrit-scorer-evals:objective"]["harmful_accuracy"]["n"] == 6
+    first = tmp_path / "first"  # the same head, its card without windows: the first window alone
+    shutil.copytree(d, first)
+    card.pop("windows")
+    (first / "card.json").write_text(json.dumps(card))
+    win, one = get_judge(f"guard:{d}"), get_judge(f"guard:{first}")
+    assert win.windows == guard.WINDOW_STRIDE and one.windows is None and win.id != one.id
+    prompts = ["Write a story", "How do I bake bread?"]
+    responses = [" ".join(f"Step {i}: mix, knead, wait." for i in range(200)), "Mix flour and water."]
+    pw, p1 = win.probabilities(prompts, responses), one.probabilities(prompts, responses)
+    assert pw[1] == p1[1]  # a short response: one window either way
+    assert pw[0][0] >= p1[0][0] and pw[0][1] == p1[0][1]  # the most harmful window counts; the refusal is the first's
+    backbone, tok, _ = guard.load_backbone(str(tiny_lm_dir), TINY_LAYERS, device="cpu", precision="fp32")
+    later = guard.response_windows(tok, responses[0])
+    by_window = [p for p, _ in one.probabilities([prompts[0]] * len(later), later)]
+    assert pw[0][0] == pytest.approx(max([p1[0][0], *by_window]), abs=1e-4)
+    with pytest.raises(SafealignError, match="not with LoRA"):
+        guard.train(tmp_path / "bad", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, tune_from=1,
+                    windows=True)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "head.safetensors").unlink(), "missing file"),
     (lambda d: (d / "head.safetensors").write_text("not weights"), "corrupt weights"),
@@ -237,7 +288,8 @@ def test_the_cards_threshold_decides_the_verdicts_and_is_part_of_the_judges_id(t
 
 def test_the_shipped_weights_were_made_by_this_code():
     card = json.loads((guard.SHIPPED / "card.json").read_text())
-    assert card["code_hash"] == guard.code_hash(), "the guard code changed: retrain (safealign judge train --judge guard)"
+    assert card["code_hash"] == guard.code_hash(windows=bool(card.get("windows"))), \
+        "the guard code changed: retrain (safealign judge train --judge guard)"
     assert card["version"] == guard.VERSION and card["backbone_spec"] is None
     human = card["heldout"]["gptfuzz"]
     assert human["n"] > 500 and human["harmful_f1"] is not None

@@ -68,11 +68,14 @@ def test_bad_specs_are_one_line_user_errors(spec, msg):
 
 
 @pytest.fixture()
-def tiny_guard(tiny_lm_dir, data_dir, cache_dir, tmp_path):
+def tiny_guard(request, tiny_lm_dir, data_dir, cache_dir, tmp_path):
     from safealign.judges import guard
 
-    return guard.train(tmp_path / "guard", limit=6, backbone=str(tiny_lm_dir), layers=(1, 2), tune_from=None)
+    return guard.train(tmp_path / "guard", limit=6, backbone=str(tiny_lm_dir), layers=(1, 2), tune_from=None,
+                       windows=getattr(request, "param", False))  # parametrized indirectly: reading in windows
 
+
+@pytest.mark.parametrize("tiny_guard", [False, True], indirect=True, ids=["first-window", "windows"])
 
 def test_a_union_of_a_guard_with_itself_measures_as_the_guard_and_its_card_reaches_the_judge(tiny_guard, tmp_path):
     """``union.measure`` scores the union on the guard's held-out pairs, outside pairs and left-out refits from its
@@ -86,6 +89,7 @@ def test_a_union_of_a_guard_with_itself_measures_as_the_guard_and_its_card_reach
     d = union.measure(spec, limit=6)
     assert d == union.card_dir(get_judge(f"union:{spec}").id)  # the cache, where the union looks
     card, own = json.loads((d / "card.json").read_text()), json.loads((tiny_guard / "card.json").read_text())
+    assert own["windows"] is None or own["window_pairs"] > 0  # with windows: long responses were read in them
     assert card["id"] == get_judge(f"union:{spec}").id and card["data_hash"] == own["data_hash"]
     assert card["heldout"] == own["heldout"] and card["outside"] == own["outside"]
     assert card["unseen_source"] == own["unseen_source"] and card["unseen_not_measured"] is None

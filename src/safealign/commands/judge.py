@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
     tp.add_argument("--no-pku", dest="pku", action="store_false",
                     help="guard: leave out PKU-SafeRLHF's train pairs (plain-prose harmful answers; the shipped judge "
                          "trains on them, with 20%% of their prompts held out as the source pku-saferlhf)")
+    tp.add_argument("--windows", action="store_true",
+                    help="guard: read a long response in windows of 160 tokens, 128 apart, harmful where any window "
+                         "is; the head trains on the windows of long training responses too (frozen backbone only)")
     tp.set_defaults(func=run_train)
     cp = jsub.add_parser("card", help="measure a union judge's accuracy per source (its card)")
     cp.add_argument("--judge", default=DEFAULT_JUDGE, help="a union: union:J1+J2[@S] (default %(default)s)")
@@ -121,8 +124,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise SafealignError("--limit must be >= 1", field="limit")
     if args.judge == "guard":
         return _train_guard(args)
-    if _lora_asked(args):
-        raise SafealignError("--lora, --tune-from and --lora-epochs tune the guard judge's backbone: use them with "
+    if _lora_asked(args) or args.windows:
+        raise SafealignError("--lora, --tune-from, --lora-epochs and --windows are the guard judge's: use them with "
                              "--judge guard", field="judge")
     d = embedded.train(args.out, limit=args.limit, seed=args.seed, overwrite=args.overwrite)
     meta = json.loads((d / "meta.json").read_text())
@@ -154,7 +157,8 @@ def _train_guard(args: argparse.Namespace) -> int:
     lora = _lora_asked(args)
     d = guard.train(args.out, seed=args.seed, limit=args.limit, overwrite=args.overwrite,
                     tune_from=(guard.TUNE_FROM if args.tune_from is None else args.tune_from) if lora else None,
-                    pku=args.pku, lora_epochs=guard.lora.EPOCHS if args.lora_epochs is None else args.lora_epochs)
+                    pku=args.pku, lora_epochs=guard.lora.EPOCHS if args.lora_epochs is None else args.lora_epochs,
+                    windows=args.windows)
     print(f"guard judge: {d}")
     print_guard_card(guard.GuardJudge(d).card)
     return 0
@@ -167,6 +171,7 @@ def print_guard_card(card: dict) -> None:
           + (f", LoRA from layer {card['tune_from']} ({(card.get('lora') or {}).get('epochs', 1):g} epochs)"
              if card.get("tune_from") is not None else ", frozen backbone")
           + (", with PKU-SafeRLHF's train pairs" if card.get("pku") else "")
+          + (f", long responses read in windows {card['windows']} tokens apart" if card.get("windows") else "")
           + f", harmful where P(harmful) > {card.get('harmful_threshold', 0.5)}"
           + f"; {card['seconds']['total']} s ({parts})")
     for src, n in card["sources"].items():
