@@ -60,10 +60,12 @@ def test_a_long_response_is_read_in_windows_and_the_most_harmful_counts(tiny):
     later, owner = guard.window_examples(ex, tok)
     assert owner == [0] * len(wins) + [2] * len(wins) and later[0].response == wins[0]
     assert (later[0].prompt, later[0].harmful, later[0].refusal, later[0].source, later[0].split) == \
-        ("p", 1.0, None, "s", "train")  # a window's refusal label is unknown
-    assert later[-1].harmful is None and later[-1].split == "heldout"
-    prob = guard.windowed([[0.1, 0.9], [0.2, 0.3]], [[0.05, 0.0], [0.7, 0.0], [0.4, 0.1]], [0, 0, 1])
-    assert prob == [[0.7, 0.9], [0.4, 0.3]]  # P(harmful) the highest window's, P(refusal) the first's
+        ("p", None, None, "s", "train")  # never trained on
+    assert later[-1].split == "heldout"
+    scale = [guard.on_first_scale(p, 0.3, 0.98) for p in (0.0, 0.49, 0.98, 0.99, 1.0)]
+    assert scale == pytest.approx([0.0, 0.15, 0.3, 0.65, 1.0])  # the later windows' cut lands on the first's
+    prob = guard.windowed([[0.1, 0.9], [0.2, 0.3]], [[0.05, 0.0], [0.99, 0.0], [0.49, 0.1]], [0, 0, 1], 0.3, 0.98)
+    assert [v for p in prob for v in p] == pytest.approx([0.65, 0.9, 0.2, 0.3])  # P(refusal): the first window's
 
 
 def test_the_head_learns_both_outputs_and_ignores_unknown_labels():
@@ -216,14 +218,17 @@ def test_a_frozen_judge_trains_the_head_alone_and_loads_without_an_adapter(tiny_
     assert not (tmp_path / "bad").exists()
 
 
-def test_a_judge_trained_with_windows_reads_long_responses_in_windows(tiny_lm_dir, data_dir, cache_dir, tmp_path):
+def test_a_windows_judge_is_the_same_head_reading_long_responses_in_windows_too(tiny_lm_dir, data_dir, cache_dir, tmp_path):
     import shutil
 
     d = guard.train(tmp_path / "win", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, windows=True)
     card = json.loads((d / "card.json").read_text())
     assert card["windows"] == guard.WINDOW_STRIDE and card["code_hash"] == guard.code_hash(windows=True)
+    assert card["window_threshold"] == guard.WINDOW_THRESHOLD and card["window_pairs"] > 0
     assert card["code_hash"] != guard.code_hash() and card["command"].endswith("--windows --limit 6")
     assert card["unseen_source"] and card["outside"]["pyrit-scorer-evals:objective"]["harmful_accuracy"]["n"] == 6
+    plain = guard.train(tmp_path / "plain", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS)
+    assert (plain / "head.safetensors").read_bytes() == (d / "head.safetensors").read_bytes()  # the same head
     first = tmp_path / "first"  # the same head, its card without windows: the first window alone
     shutil.copytree(d, first)
     card.pop("windows")
@@ -238,7 +243,8 @@ def test_a_judge_trained_with_windows_reads_long_responses_in_windows(tiny_lm_di
     backbone, tok, _ = guard.load_backbone(str(tiny_lm_dir), TINY_LAYERS, device="cpu", precision="fp32")
     later = guard.response_windows(tok, responses[0])
     by_window = [p for p, _ in one.probabilities([prompts[0]] * len(later), later)]
-    assert pw[0][0] == pytest.approx(max([p1[0][0], *by_window]), abs=1e-4)
+    assert pw[0][0] == pytest.approx(max([p1[0][0], *(guard.on_first_scale(p, win.threshold, win.window_threshold)
+                                                       for p in by_window)]), abs=1e-4)
     with pytest.raises(SafealignError, match="not with LoRA"):
         guard.train(tmp_path / "bad", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, tune_from=1,
                     windows=True)

@@ -51,8 +51,8 @@ def add_parser(sub) -> None:
                     help="guard: leave out PKU-SafeRLHF's train pairs (plain-prose harmful answers; the shipped judge "
                          "trains on them, with 20%% of their prompts held out as the source pku-saferlhf)")
     tp.add_argument("--windows", action="store_true",
-                    help="guard: read a long response in windows of 160 tokens, 128 apart, harmful where any window "
-                         "is; the head trains on the windows of long training responses too (frozen backbone only)")
+                    help="guard: the same head, reading a long response in windows of 160 tokens, 128 apart, too; "
+                         "harmful where the first window is or a later one passes P(harmful) 0.98 (frozen backbone)")
     tp.set_defaults(func=run_train)
     cp = jsub.add_parser("card", help="measure a union judge's accuracy per source (its card)")
     cp.add_argument("--judge", default=DEFAULT_JUDGE, help="a union: union:J1+J2[@S] (default %(default)s)")
@@ -171,7 +171,8 @@ def print_guard_card(card: dict) -> None:
           + (f", LoRA from layer {card['tune_from']} ({(card.get('lora') or {}).get('epochs', 1):g} epochs)"
              if card.get("tune_from") is not None else ", frozen backbone")
           + (", with PKU-SafeRLHF's train pairs" if card.get("pku") else "")
-          + (f", long responses read in windows {card['windows']} tokens apart" if card.get("windows") else "")
+          + (f", long responses read in windows {card['windows']} tokens apart (later ones harmful above P(harmful) "
+             f"{card.get('window_threshold')})" if card.get("windows") else "")
           + f", harmful where P(harmful) > {card.get('harmful_threshold', 0.5)}"
           + f"; {card['seconds']['total']} s ({parts})")
     for src, n in card["sources"].items():

@@ -498,19 +498,22 @@ def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -
             feats = guard.cached_features(examples, spec, layers, member.windows)  # read in windows if it reads so
             dtypes.add("bf16" if "bfloat16" in str(feats.dtype) else "fp32")
 
-            def read(prob: Any, rows: Sequence[Any], member: Any = member) -> list[Verdict]:
+            def read(head: Any, feats: Any, rows: Sequence[Any], idx: Any = None, member: Any = member
+                     ) -> list[Verdict]:
                 responses = [e.response for e in rows]
+                prob = feats.predict(head, idx, member.threshold, member.window_threshold or guard.WINDOW_THRESHOLD)
                 return member.verdicts(guard.with_decline_rule(prob, responses), responses)
 
-            held_v.append(read(feats.predict(member.head, ho), held))
-            outside_v.append(read(guard.cached_features(outside, spec, layers, member.windows).predict(member.head),
-                                  outside) if outside else [])
-            seed, per_source = int(member.card.get("seed", guard.SEED)), {}
+            held_v.append(read(member.head, feats, held, ho))
+            outside_v.append(read(member.head, guard.cached_features(outside, spec, layers, member.windows), outside)
+                             if outside else [])
+            y, seed, per_source = guard.labels(examples), int(member.card.get("seed", guard.SEED)), {}
             with progress_bar() as bar:
                 task = bar.add_task(f"{member.name}, one source left out at a time", total=len(left_out))
                 for src in left_out:  # the recipe of guard.unseen_source_scores, on this member's card threshold
                     tr, rows = guard.left_out_split(examples, src)
-                    per_source[src] = read(feats.predict(feats.fit(tr, seed), rows), [examples[i] for i in rows])
+                    per_source[src] = read(guard.fit_head(feats.x[tr], y[tr], seed), feats, [examples[i] for i in rows],
+                                           rows)
                     bar.advance(task)
             unseen_v.append(per_source)
         else:  # as it judges (a LoRA-tuned guard too: its features are its tuned backbone's)
