@@ -218,7 +218,7 @@ def test_a_frozen_judge_trains_the_head_alone_and_loads_without_an_adapter(tiny_
     assert not (tmp_path / "bad").exists()
 
 
-def test_a_windows_judge_is_the_same_head_reading_long_responses_in_windows_too(tiny_lm_dir, data_dir, cache_dir, tmp_path):
+def test_a_windows_judge_is_the_same_head_reading_long_responses_in_windows(tiny_lm_dir, data_dir, cache_dir, tmp_path):
     import shutil
 
     d = guard.train(tmp_path / "win", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, windows=True)
