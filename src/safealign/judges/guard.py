@@ -686,8 +686,8 @@ def labels(examples: Sequence[Example]):
 
 def response_windows(tok, response: str, stride: int = WINDOW_STRIDE) -> list[str]:
     """The later windows of a long response, as text: ``MAX_RESPONSE_TOKENS`` tokens from every ``stride``-th token
-    of its first ``MAX_CHARS`` characters, each with more than 32 tokens of its own. [] for a response the first
-    window (the response itself, of which ``encode_pair`` reads the start) holds whole or all but 32 tokens of."""
+    of its first ``MAX_CHARS`` characters, each more than 32 tokens long. [] for a response of at most ``stride`` +
+    32 tokens (160 at the default stride: the first window, of which ``encode_pair`` reads the start, holds it)."""
     ids = tok(response[:MAX_CHARS], add_special_tokens=False).input_ids
     return [tok.decode(ids[s:s + MAX_RESPONSE_TOKENS]) for s in range(stride, len(ids) - 32, stride)]
 
