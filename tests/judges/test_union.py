@@ -76,7 +76,6 @@ def tiny_guard(request, tiny_lm_dir, data_dir, cache_dir, tmp_path):
 
 
 @pytest.mark.parametrize("tiny_guard", [False, True], indirect=True, ids=["first-window", "windows"])
-
 def test_a_union_of_a_guard_with_itself_measures_as_the_guard_and_its_card_reaches_the_judge(tiny_guard, tmp_path):
     """``union.measure`` scores the union on the guard's held-out pairs, outside pairs and left-out refits from its
     members' verdicts: a guard united with itself is the guard, so its card must read as the guard's own card."""

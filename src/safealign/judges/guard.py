@@ -1104,14 +1104,11 @@ class GuardJudge:
                          layers=self.layers)
             prob = predict_head(self.head, x)
             if self.windows:
-                later, owner = [], []
-                for k, i in enumerate(keep):
-                    for w in response_windows(tok, responses[i], self.windows):
-                        later.append((prompts[i], w))
-                        owner.append(k)
+                later, owner = window_examples([Example(prompts[i], responses[i], None, None, self.name) for i in keep],
+                                               tok, self.windows)
                 if later:
-                    xw = features(backbone, tok, [p for p, _ in later], [w for _, w in later], self.batch_size,
-                                  layers=self.layers)
+                    xw = features(backbone, tok, [e.prompt for e in later], [e.response for e in later],
+                                  self.batch_size, layers=self.layers)
                     prob = windowed(prob, predict_head(self.head, xw), owner, self.threshold, self.window_threshold)
             prob = with_decline_rule(prob, [responses[i] for i in keep])
             for i, (ph, pr) in zip(keep, prob):
