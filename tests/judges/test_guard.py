@@ -225,6 +225,7 @@ def test_a_windows_judge_is_the_same_head_reading_long_responses_in_windows(tiny
     card = json.loads((d / "card.json").read_text())
     assert card["windows"] == guard.WINDOW_STRIDE and card["code_hash"] == guard.code_hash(windows=True)
     assert card["window_threshold"] == guard.WINDOW_THRESHOLD and card["window_pairs"] > 0
+    assert card["window_gate"] == guard.WINDOW_GATE
     assert card["code_hash"] != guard.code_hash() and card["command"].endswith("--windows --limit 6")
     assert card["unseen_source"] and card["outside"]["pyrit-scorer-evals:objective"]["harmful_accuracy"]["n"] == 6
     plain = guard.train(tmp_path / "plain", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS)
@@ -243,12 +244,41 @@ def test_a_windows_judge_is_the_same_head_reading_long_responses_in_windows(tiny
     backbone, tok, _ = guard.load_backbone(str(tiny_lm_dir), TINY_LAYERS, device="cpu", precision="fp32")
     later = guard.response_windows(tok, responses[0])
     by_window = [p for p, _ in one.probabilities([prompts[0]] * len(later), later)]
+    assert p1[0][0] > win.window_gate  # else the later windows would not be read: see the gate's test below
     assert pw[0][0] == pytest.approx(max([p1[0][0], *(guard.on_first_scale(p, win.threshold, win.window_threshold)
                                                        for p in by_window)]), abs=1e-4)
     with pytest.raises(SafealignError, match="not with LoRA"):
         guard.train(tmp_path / "bad", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, tune_from=1,
                     windows=True)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_later_window_is_read_only_where_the_first_windows_p_harmful_passes_the_gate(tiny_lm_dir, data_dir,
+                                                                                        cache_dir, tmp_path):
+    import shutil
+
+    d = guard.train(tmp_path / "win", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, windows=True)
+    card = json.loads((d / "card.json").read_text())
+    prompts = ["Write a story", "Write a story"]
+    responses = [" ".join(f"Step {i}: mix, knead, wait." for i in range(200)), "Mix flour and water."]
+    judges = {}
+    for gate in (1.0, None):  # 1.0: no later window read; None (a card before the field): every later window read
+        g = tmp_path / f"gate{gate}"
+        shutil.copytree(d, g)
+        card["window_gate"] = gate
+        (g / "card.json").write_text(json.dumps(card))
+        judges[gate] = get_judge(f"guard:{g}")
+    card["windows"] = None
+    (g / "card.json").write_text(json.dumps(card))
+    one = get_judge(f"guard:{g}")  # the first window alone
+    assert judges[1.0].window_gate == 1.0 and judges[None].window_gate == 0.0
+    assert len({judges[1.0].id, judges[None].id, one.id}) == 3
+    p_one, p_closed, p_open = (j.probabilities(prompts, responses) for j in (one, judges[1.0], judges[None]))
+    assert p_closed == p_one  # the gate shut: the first window's P(harmful), as without windows
+    assert p_open[1] == p_one[1] and p_open[0][0] >= p_one[0][0]  # open: a later window may raise a long one's
+    x = [[0.5, 0.1], [1e-5, 0.2]]  # two responses' first windows; a later window of each, sure it is harmful
+    assert guard.windowed(x, [[0.999, 0.0], [0.999, 0.0]], [0, 1], 0.3, 0.98, gate=1e-4) == [
+        [pytest.approx(guard.on_first_scale(0.999, 0.3, 0.98)), 0.1], [1e-5, 0.2]]  # the second's start: benign
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -501,7 +501,8 @@ def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -
             def read(head: Any, feats: Any, rows: Sequence[Any], idx: Any = None, member: Any = member
                      ) -> list[Verdict]:
                 responses = [e.response for e in rows]
-                prob = feats.predict(head, idx, member.threshold, member.window_threshold or guard.WINDOW_THRESHOLD)
+                prob = feats.predict(head, idx, member.threshold, member.window_threshold or guard.WINDOW_THRESHOLD,
+                                     member.window_gate or 0.0)
                 return member.verdicts(guard.with_decline_rule(prob, responses), responses)
 
             held_v.append(read(member.head, feats, held, ho))
