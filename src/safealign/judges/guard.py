@@ -142,7 +142,8 @@ one-off script over ``cached_features``):
   0.608 (+0.041 [+0.024, +0.061]; 19 of 20), GPTFuzz held out 0.887 -> **0.898 (+0.011 [+0.004, +0.019])** (the gate
   drops the dual-persona answers labelled not harmful whose later text the ungated head flagged), JailbreakBench
   +0.001, PKU −0.001, hand-written and SmolLM2 the same (no answer past 160 tokens), benign first sentences the same
-  (4.7%); left out (refits here, gated windows) GPTFuzz 0.645, JailbreakBench 0.726. (These paired figures are of
+  (4.7%); left out (refits here, gated windows) GPTFuzz 0.615 -> 0.645 (+0.030 [+0.007, +0.058]; ungated 0.661),
+  JailbreakBench 0.726 (the same). (These paired figures are of
   the held-out, outside and benign pairs' features computed together; the card's, computed with the training set,
   differ in bf16's last digits: GPTFuzz 0.897.) Since stop 44 the shipped judge
   reads in windows, gated: its head's bytes are stop 28's recipe's of 2026-12-02 (a card field, ``rescored``, says
