@@ -143,9 +143,9 @@ one-off script over ``cached_features``):
   drops the dual-persona answers labelled not harmful whose later text the ungated head flagged), JailbreakBench
   +0.001, PKU −0.001, hand-written and SmolLM2 the same (no answer past 160 tokens), benign first sentences the same
   (4.7%); left out (refits here, gated windows) GPTFuzz 0.615 -> 0.645 (+0.030 [+0.007, +0.058]; ungated 0.661),
-  JailbreakBench 0.726 (the same). (These paired figures are of
-  the held-out, outside and benign pairs' features computed together; the card's, computed with the training set,
-  differ in bf16's last digits: GPTFuzz 0.897.) Since stop 44 the shipped judge
+  JailbreakBench 0.726 (the same). (The held-out, outside and benign figures
+  above are of those pairs' features computed together; the card's, computed with the training set, differ in bf16's
+  last digits: GPTFuzz 0.897.) Since stop 44 the shipped judge
   reads in windows, gated: its head's bytes are stop 28's recipe's of 2026-12-02 (a card field, ``rescored``, says
   the figures were scored again on an AMD EPYC's bf16 features, where the first window alone reads GPTFuzz 0.887,
   hand-written 0.629, SmolLM2 0.289 against the card's 0.892 / 0.595 / 0.297 before). The demo's answers (64 new
