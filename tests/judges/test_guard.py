@@ -268,9 +268,11 @@ def test_a_later_window_is_read_only_where_the_first_windows_p_harmful_passes_th
         card["window_gate"] = gate
         (g / "card.json").write_text(json.dumps(card))
         judges[gate] = get_judge(f"guard:{g}")
+    first = tmp_path / "first"  # the same head, its card without windows: the first window alone
+    shutil.copytree(d, first)
     card["windows"] = None
-    (g / "card.json").write_text(json.dumps(card))
-    one = get_judge(f"guard:{g}")  # the first window alone
+    (first / "card.json").write_text(json.dumps(card))
+    one = get_judge(f"guard:{first}")
     assert judges[1.0].window_gate == 1.0 and judges[None].window_gate == 0.0
     assert len({judges[1.0].id, judges[None].id, one.id}) == 3
     p_one, p_closed, p_open = (j.probabilities(prompts, responses) for j in (one, judges[1.0], judges[None]))

@@ -846,7 +846,8 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     too (``pku_examples``). ``backbone``/``layers``: another causal LM and the layers read (default: the embedded
     SmolLM2). ``windows`` (``--windows``; frozen backbone only): the same head, and the judge reads a long response
     in windows too (``response_windows``), harmful where the first window is or a later one passes
-    ``WINDOW_THRESHOLD`` (``windowed``; the card's ``windows`` and ``window_threshold``), as its card is scored."""
+    ``WINDOW_THRESHOLD`` while the first window's P(harmful) is above ``WINDOW_GATE`` (``windowed``; the card's
+    ``windows``, ``window_threshold`` and ``window_gate``), as its card is scored."""
     import shutil
 
     from safetensors.torch import save_file
