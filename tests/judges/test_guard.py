@@ -283,6 +283,44 @@ def test_a_later_window_is_read_only_where_the_first_windows_p_harmful_passes_th
         [pytest.approx(guard.on_first_scale(0.999, 0.3, 0.98)), 0.1], [1e-5, 0.2]]  # the second's start: benign
 
 
+def test_a_head_scored_again_reads_as_train_scored_it_and_keeps_its_bytes(tiny_lm_dir, data_dir, cache_dir, tmp_path,
+                                                                          trained):
+    """``rescore`` (``judge card --judge guard:DIR``) is ``train``'s scoring half on a head as it is: the same
+    features and head give the same card; ``windows`` reads a first-window head in windows as ``train --windows``
+    scores the same head."""
+    import subprocess
+    import sys
+    import time
+
+    plain = guard.train(tmp_path / "plain", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS)
+    win = guard.train(tmp_path / "win", limit=6, backbone=str(tiny_lm_dir), layers=TINY_LAYERS, windows=True)
+    measured = ("heldout", "unseen_source", "outside", "outside_data", "method_changes", "sources", "data_hash",
+                "code_hash", "windows", "window_threshold", "window_gate", "window_pairs", "command")
+    for source, windows, like in ((plain, False, plain), (plain, True, win), (win, False, win)):
+        d = guard.rescore(source, tmp_path / f"again-{source.name}-{windows}", windows=windows)
+        card, want = (json.loads((x / "card.json").read_text()) for x in (d, like))
+        assert {k: card[k] for k in measured} == {k: want[k] for k in measured}
+        assert (d / "head.safetensors").read_bytes() == (source / "head.safetensors").read_bytes()
+        assert card["rescored"].startswith(time.strftime("%Y-%m-%d")) and "head bytes unchanged" in card["rescored"]
+        assert card["created"] == want["created"] and card["seconds"]["rescoring"] >= 0
+    first = json.loads((plain / "card.json").read_text())  # scored again in place: the card alone is replaced
+    head = (plain / "head.safetensors").read_bytes()
+    cli = subprocess.run([sys.executable, "-m", "safealign", "judge", "card", "--judge", f"guard:{plain}", "--out",
+                          str(plain), "--windows"], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert f"scored again: {plain}" in cli.stdout and "long responses read in windows" in cli.stdout
+    again = json.loads((plain / "card.json").read_text())
+    assert again["windows"] == guard.WINDOW_STRIDE and first["windows"] is None
+    assert again["heldout"] == json.loads((win / "card.json").read_text())["heldout"]
+    assert (plain / "head.safetensors").read_bytes() == head and sorted(p.name for p in plain.iterdir()) == [
+        "card.json", "head.safetensors"]
+    with pytest.raises(SafealignError, match="LoRA-tuned judge reads its tuned backbone"):
+        guard.rescore(trained, tmp_path / "lora")
+    with pytest.raises(SafealignError, match="exists and is not empty"):
+        guard.rescore(plain, win)
+    assert not (tmp_path / "lora").exists() and json.loads((win / "card.json").read_text())["created"]
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda d: (d / "head.safetensors").unlink(), "missing file"),
     (lambda d: (d / "head.safetensors").write_text("not weights"), "corrupt weights"),

@@ -122,13 +122,19 @@ def test_a_member_that_trained_on_a_source_has_no_left_out_figure_for_it(tiny_gu
     assert card["unseen_not_measured"] == {"pku-saferlhf": "keywords trains on it"}
 
 
-def test_the_judge_card_command_is_for_unions_only(tiny_guard, tmp_path):
+def test_the_judge_card_command_measures_unions_and_scores_guards_again(tiny_guard, tmp_path):
     import subprocess
     import sys
 
-    bad = subprocess.run([sys.executable, "-m", "safealign", "judge", "card", "--judge", "guard"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "measures a union judge" in bad.stderr
+    for args, msg in ((["--judge", "keywords"], "measures a union judge"),
+                      (["--judge", "guard"], "--out DIR is needed for a guard judge"),
+                      (["--judge", f"guard:{tiny_guard}", "--out", str(tmp_path / "g"), "--limit", "3"],
+                       "--limit is a union's"),
+                      (["--windows", "--out", str(tmp_path / "u")], "--windows is a guard judge's reading")):
+        bad = subprocess.run([sys.executable, "-m", "safealign", "judge", "card", *args],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and msg in bad.stderr, (args, bad.stderr)
+    assert not (tmp_path / "g").exists() and not (tmp_path / "u").exists()
     ok = subprocess.run([sys.executable, "-m", "safealign", "judge", "card", "--judge",
                          f"union:guard:{tiny_guard}+keywords", "--out", str(tmp_path / "c"), "--limit", "3"],
                         capture_output=True, text=True, timeout=300)

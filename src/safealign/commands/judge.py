@@ -5,6 +5,7 @@ measure a union judge's card.
     safealign judge train --judge guard --windows --out DIR [--limit N]  # reproduces the shipped guard judge
     safealign judge train --judge embedded [--out DIR]             # the older MiniLM judge (cached)
     safealign judge card --out DIR   # reproduces the default union's card (--judge union:...: another union's)
+    safealign judge card --judge guard[:DIR] --out DIR [--windows]  # scores a trained guard's head again
 
 ``score`` reads JSONL lines with ``prompt`` and ``response`` and writes the same lines with ``safe``,
 ``refusal``, ``score`` and ``judge`` added (``verdict_category`` too when the judge gives one). To audit a
@@ -12,6 +13,9 @@ judge against your own labels, put them in ``label_safe`` / ``label_refusal`` (b
 printed. ``train`` trains a judge and prints its held-out accuracy (per source for ``guard``). ``card`` scores a
 union on the guard's held-out sources, the sources left out, the outside source and the demo methods' changes
 (``union.measure``); without ``--out`` it writes to the cache, where the union finds it (the report shows it).
+With ``--judge guard[:DIR]`` it scores a trained guard judge's head again as ``train`` scores the head it fits, on
+this machine's features, this code and data (``guard.rescore``), and writes the same head with the new card into
+``--out`` (which may be DIR itself: its card alone is replaced).
 """
 
 from __future__ import annotations
@@ -55,10 +59,17 @@ def add_parser(sub) -> None:
                          "harmful where the first window is or a later one passes P(harmful) 0.98 while the first "
                          "window's is above 1e-4 (frozen backbone)")
     tp.set_defaults(func=run_train)
-    cp = jsub.add_parser("card", help="measure a union judge's accuracy per source (its card)")
-    cp.add_argument("--judge", default=DEFAULT_JUDGE, help="a union: union:J1+J2[@S] (default %(default)s)")
-    cp.add_argument("--out", default=None, help="dir for card.json (default: the cache, where the union finds it)")
-    cp.add_argument("--limit", type=int, default=None, help="cap each source at N items (quick runs)")
+    cp = jsub.add_parser("card", help="measure a union judge's accuracy per source (its card), or score a guard "
+                                      "judge's head again")
+    cp.add_argument("--judge", default=DEFAULT_JUDGE,
+                    help="a union: union:J1+J2[@S] (default %(default)s); or guard (the shipped head) / guard:DIR: "
+                         "the same head scored again, written with its new card into --out")
+    cp.add_argument("--out", default=None, help="dir for card.json (default for a union: the cache, where the union "
+                                                "finds it; needed for a guard: a new dir, or the judge's own)")
+    cp.add_argument("--limit", type=int, default=None, help="union: cap each source at N items (quick runs)")
+    cp.add_argument("--windows", action="store_true",
+                    help="guard: read long responses in windows too (as judge train --windows), where its card "
+                         "does not")
     cp.set_defaults(func=run_card)
 
 
@@ -222,10 +233,14 @@ def run_card(args: argparse.Namespace) -> int:
     from safealign.errors import SafealignError
     from safealign.judges import union
 
+    if args.judge == "guard" or args.judge.startswith("guard:"):
+        return _rescore_guard(args)
+    if args.windows:
+        raise SafealignError("--windows is a guard judge's reading: use it with --judge guard[:DIR]", field="windows")
     arg = union.union_arg(args.judge)
     if arg is None:
-        raise SafealignError(f"judge card measures a union judge (union:J1+J2[@S]), got '{args.judge}'; a guard "
-                             "judge's card is written by `safealign judge train --judge guard`", field="judge")
+        raise SafealignError(f"judge card measures a union judge (union:J1+J2[@S]) or scores a guard judge's head "
+                             f"again (guard, guard:DIR), got '{args.judge}'", field="judge")
     if args.limit is not None and args.limit < 1:
         raise SafealignError("--limit must be >= 1", field="limit")
     d = union.measure(arg, args.out, limit=args.limit)
@@ -237,4 +252,21 @@ def run_card(args: argparse.Namespace) -> int:
     for src, why in (card.get("unseen_not_measured") or {}).items():
         print(f"  {src} left out of training: not measured ({why})")
     _print_changes_and_outside(card)
+    return 0
+
+
+def _rescore_guard(args: argparse.Namespace) -> int:
+    from safealign.errors import SafealignError
+    from safealign.judges import guard
+
+    if not args.out:
+        raise SafealignError("--out DIR is needed for a guard judge: a new dir for the head and its new card, or the "
+                             "judge's own dir to replace its card", field="out")
+    if args.limit is not None:
+        raise SafealignError("--limit is a union's: a guard's head is scored on the data its card names (its own "
+                             "limit)", field="limit")
+    path = args.judge.partition(":")[2] or guard.SHIPPED
+    d = guard.rescore(path, args.out, windows=args.windows)
+    print(f"guard judge (the head of {path}), scored again: {d}")
+    print_guard_card(guard.GuardJudge(d).card)
     return 0

@@ -795,7 +795,7 @@ UNSEEN_SOURCES = {  # the sources left out one at a time, with the training sour
 
 def unseen_source_scores(examples: Sequence[Example], x, y, seed: int = SEED, progress: Any = None,
                          fit: Any = None, sources: Sequence[str] = tuple(UNSEEN_SOURCES),
-                         predict: Any = None) -> dict[str, dict[str, Any]]:
+                         predict: Any = None, threshold: float = HARMFUL_THRESHOLD) -> dict[str, dict[str, Any]]:
     """Leave one source out: per source S of ``UNSEEN_SOURCES`` that has held-out pairs, a head fit by the same
     recipe (``fit_head``) on the training split of every other source — no pair of S, nor of the sources that are
     S's data under another name — and scored on S's held-out pairs. What the judge can be expected to do on labelled
@@ -804,7 +804,7 @@ def unseen_source_scores(examples: Sequence[Example], x, y, seed: int = SEED, pr
     held-out score is already this. Costs one head fit per source (~1.5 minutes each on 2 CPU cores). ``fit``: another
     head recipe, a function of the training rows' indices (default: ``fit_head`` on them); ``sources``: which of
     ``UNSEEN_SOURCES`` to leave out; ``predict``: how a head reads the held-out rows, a function of the head and
-    their indices (default: ``predict_head`` on their features)."""
+    their indices (default: ``predict_head`` on their features); ``threshold``: harmful above this P(harmful)."""
     out = {}
     todo = [s for s in sources if any(e.source == s and e.split == "heldout" for e in examples)]
     for k, src in enumerate(todo):
@@ -812,7 +812,7 @@ def unseen_source_scores(examples: Sequence[Example], x, y, seed: int = SEED, pr
         head = fit(tr) if fit else fit_head(x[tr], y[tr], seed)
         prob = with_decline_rule(predict(head, ho) if predict else predict_head(head, x[ho]),
                                  [examples[i].response for i in ho])
-        out[src] = scores([examples[i] for i in ho], prob)[src]
+        out[src] = scores([examples[i] for i in ho], prob, threshold)[src]
         if progress:
             progress(k + 1, len(todo))
     return out
@@ -883,10 +883,18 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         with progress_bar() as bar:
             task = bar.add_task(f"fitting the guard head ({len(tr)} pairs)", total=EPOCHS)
             head = fit_head(x[tr], y[tr], seed, progress=lambda k, n: bar.update(task, completed=k))
-        prob = feats.predict(head, ho)
+        prob = with_decline_rule(feats.predict(head, ho), [e.response for e in held])
 
         def judged(exs: Sequence[Example]) -> list[list[float]]:
-            return cached_features(exs, backbone, layers, stride).predict(head)
+            return with_decline_rule(cached_features(exs, backbone, layers, stride).predict(head),
+                                     [e.response for e in exs])
+
+        def unseen() -> dict[str, dict[str, Any]]:
+            with progress_bar() as bar:
+                task = bar.add_task("the same head, one source left out at a time", total=len(UNSEEN_SOURCES))
+                return unseen_source_scores(examples, x, y, seed,
+                                            progress=lambda k, n: bar.update(task, completed=k, total=n),
+                                            predict=feats.predict)
     else:
         tuned = _tune(examples, x, y, tr, backbone, layers, tune_from, seed, lora_epochs)
         head = tuned["head"]
@@ -896,28 +904,16 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         def judged(exs: Sequence[Example]) -> list[list[float]]:
             with progress_bar() as bar:
                 task = bar.add_task(f"scoring with the tuned backbone ({len(exs)} pairs)", total=len(exs))
-                return predict_head(head, features(judge_backbone, tok, [e.prompt for e in exs],
-                                                   [e.response for e in exs], layers=layers,
-                                                   progress=lambda k, n: bar.update(task, completed=k)))
+                return with_decline_rule(
+                    predict_head(head, features(judge_backbone, tok, [e.prompt for e in exs],
+                                                [e.response for e in exs], layers=layers,
+                                                progress=lambda k, n: bar.update(task, completed=k))),
+                    [e.response for e in exs])
         prob = judged(held)
-    prob = with_decline_rule(prob, [e.response for e in held])
-    changes = method_changes.from_predictions([e.prompt for e in held], [e.response for e in held],
-                                              [p[0] <= HARMFUL_THRESHOLD for p in prob], [p[1] > 0.5 for p in prob])
-    outside = outside_examples(limit)
-    outside_prob = with_decline_rule(judged(outside), [e.response for e in outside]) if outside else []
-    unseen, t_unseen = None, time.time()
-    if tune_from is None:  # a LoRA run would need one tuning per source left out: not measured
-        with progress_bar() as bar:
-            task = bar.add_task("the same head, one source left out at a time", total=len(UNSEEN_SOURCES))
-            unseen = unseen_source_scores(examples, x, y, seed,
-                                          progress=lambda k, n: bar.update(task, completed=k, total=n),
-                                          predict=feats.predict)
-    t_unseen = time.time() - t_unseen
+        unseen = None  # a LoRA run would need one tuning per source left out: not measured
+    measured, t_unseen = _measured(examples, prob, judged, limit, HARMFUL_THRESHOLD, unseen)
     from safealign.models import fingerprint
 
-    sources: dict[str, dict[str, int]] = {}
-    for e in examples:
-        sources.setdefault(e.source, {"train": 0, "heldout": 0})[e.split] += 1
     how = ("frozen" if tune_from is None else
            f"frozen below layer {tune_from}, LoRA r={lora.RANK} on layers {tune_from}-{max(layers) - 1}")
     card = {
@@ -931,18 +927,12 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
         "harmful_threshold": HARMFUL_THRESHOLD, "windows": stride,
         "window_threshold": WINDOW_THRESHOLD if windows else None, "window_gate": WINDOW_GATE if windows else None,
         "window_pairs": len(feats.owner) if windows else None,
-        "sources": sources, "heldout": scores(held, prob), "unseen_source": unseen,
-        "outside": scores(outside, outside_prob) if outside else None,
-        "method_changes": changes or None,
-        "outside_data": _outside_data(outside, examples) if outside else None,
+        "sources": source_counts(examples), **measured,
         "seconds": {"features": round(t_feat, 1), **(tuned["seconds"] if tuned else {}),
-                    **({"unseen_source": round(t_unseen, 1)} if unseen else {}),
+                    **({"unseen_source": t_unseen} if unseen else {}),
                     "total": round(time.time() - t0, 1)},
         "created": time.strftime("%Y-%m-%d"),
-        "command": "safealign judge train --judge guard --out DIR" + ("" if pku else " --no-pku")
-                   + (f" --tune-from {tune_from} --lora-epochs {lora_epochs:g}" if tuned else "")
-                   + (" --windows" if windows else "")
-                   + (f" --limit {limit}" if limit else "") + (f" --seed {seed}" if seed != SEED else ""),
+        "command": train_command(pku, tune_from, lora_epochs, windows, limit, seed),
     }
     with building_dir(final, is_trained) as tmp:
         save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors"))
@@ -954,6 +944,118 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
     if tuned:
         shutil.rmtree(tuned["dir"], ignore_errors=True)
     return final
+
+
+def rescore(path: str | Path, out: str | Path, windows: bool = False) -> Path:
+    """Score a trained guard judge's head again, as ``train`` scores the head it fits, and write the judge — the
+    same ``head.safetensors``, byte for byte — with the new card into ``out`` (``out`` may be ``path``: its
+    ``card.json`` alone is replaced). ``safealign judge card --judge guard[:DIR] --out DIR``. For a head whose card
+    was scored on another machine's features, on labels since reread, or before a change to how a judge reads;
+    ``windows`` (``--windows``): read in windows (``WINDOW_STRIDE``, ``WINDOW_THRESHOLD``, ``WINDOW_GATE``) a head
+    whose card does not. The card's threshold and reading settings stay; everything measured comes from this code
+    and data: the data set (``recipe_examples`` at the card's seed, limit and ``pku``) and its held-out pairs, the
+    left-out refits (``unseen_source_scores``: the recipe's ``fit_head``), the outside source, the method changes.
+    The card's ``rescored`` says when, on which features, and what the card said before. A frozen backbone's head
+    only (its features are cached: minutes once ``judge train`` ran on this machine; the refits ~10 of them)."""
+    from safealign import io
+    from safealign.models import building_dir
+    from safealign.progress import progress_bar, status
+
+    src, final = Path(path), Path(out)
+    judge = GuardJudge(src)  # a missing or corrupt head or card: one clear error before any work
+    before = judge.card
+    if before.get("tune_from") is not None:
+        raise SafealignError("a LoRA-tuned judge reads its tuned backbone's features, not the cached ones: retrain it "
+                             "(safealign judge train --judge guard --tune-from ...)", file=str(src), field="judge")
+    same = final.exists() and final.resolve() == src.resolve()
+    if not same and final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise SafealignError("exists and is not empty: refusing to replace it", file=str(final), field="out")
+    card = dict(before)
+    if windows and not before.get("windows"):
+        card.update(windows=WINDOW_STRIDE, window_threshold=WINDOW_THRESHOLD, window_gate=WINDOW_GATE)
+        judge.windows, judge.window_threshold, judge.window_gate = _windows_of(card)
+        card["command"] = train_command(bool(card.get("pku", True)), None, None, True, card.get("limit"),
+                                        int(card.get("seed", SEED)))
+    t0 = time.time()
+    seed, limit, pku = int(before.get("seed", SEED)), before.get("limit"), bool(before.get("pku", True))
+    with status("building the guard judge's data set"):
+        examples = recipe_examples(seed, limit, pku)
+    feats = judge.cached_features(examples)
+    x, y = feats.x, labels(examples)
+    ho = [i for i, e in enumerate(examples) if e.split == "heldout"]
+    prob = with_decline_rule(judge.predict_cached(feats, ho), [examples[i].response for i in ho])
+
+    def judged(exs: Sequence[Example]) -> list[list[float]]:
+        return with_decline_rule(judge.predict_cached(judge.cached_features(exs)), [e.response for e in exs])
+
+    def unseen() -> dict[str, dict[str, Any]]:
+        with progress_bar() as bar:
+            task = bar.add_task("the recipe refit, one source left out at a time", total=len(UNSEEN_SOURCES))
+            return unseen_source_scores(examples, x, y, seed,
+                                        progress=lambda k, n: bar.update(task, completed=k, total=n),
+                                        predict=lambda head, rows: judge.predict_cached(feats, rows, head),
+                                        threshold=judge.threshold)
+
+    measured, t_unseen = _measured(examples, prob, judged, limit, judge.threshold, unseen)
+    dtype = "bf16" if "bfloat16" in str(feats.dtype) else "fp32"
+    new_hash = data_hash(examples)
+    card.update(measured, sources=source_counts(examples), data_hash=new_hash, feature_dtype=dtype,
+                code_hash=code_hash(pku, False, bool(card.get("windows"))),
+                window_pairs=len(feats.owner or []) if card.get("windows") else None)
+    card["seconds"] = {**(before.get("seconds") or {}), "unseen_source": t_unseen,
+                       "rescoring": round(time.time() - t0, 1)}
+    card["rescored"] = (f"{time.strftime('%Y-%m-%d')}: these figures scored again by `safealign judge card --judge "
+                        f"guard:DIR{' --windows' if windows else ''} --out DIR` on {dtype} features of this code and "
+                        f"data (head bytes unchanged, trained {before.get('created')}); the card before: data "
+                        f"{before.get('data_hash')}, code {before.get('code_hash')}, features in "
+                        f"{before.get('feature_dtype')}"
+                        + ("" if new_hash == before.get("data_hash") else "; the data changed since: held-out pairs "
+                           "are the present data's") + ".")
+    if same:
+        io.write_json(src / "card.json", card)
+        return src
+    with building_dir(final, is_trained) as tmp:
+        (tmp / "head.safetensors").write_bytes((src / "head.safetensors").read_bytes())
+        io.write_json(tmp / "card.json", card)
+        if final.exists():
+            final.rmdir()  # empty (checked above)
+    return final
+
+
+def train_command(pku: bool, tune_from: int | None, lora_epochs: float | None, windows: bool, limit: int | None,
+                  seed: int) -> str:
+    """The ``safealign judge train`` command that fits a head by these settings (a card's ``command``)."""
+    return ("safealign judge train --judge guard --out DIR" + ("" if pku else " --no-pku")
+            + (f" --tune-from {tune_from} --lora-epochs {lora_epochs:g}" if tune_from is not None else "")
+            + (" --windows" if windows else "")
+            + (f" --limit {limit}" if limit else "") + (f" --seed {seed}" if seed != SEED else ""))
+
+
+def _measured(examples: Sequence[Example], prob: Sequence[Sequence[float]], judged: Any, limit: int | None,
+              threshold: float, unseen: Any = None) -> tuple[dict[str, Any], float]:
+    """What a card measures of a judge whose (P(harmful), P(refusal)) are ``prob`` on the held-out pairs of
+    ``examples`` and ``judged(pairs)`` on others (both with the decline rule), harmful above ``threshold``: the
+    card's ``heldout``, ``method_changes``, ``outside`` and ``outside_data``, and ``unseen_source`` (``unseen()``,
+    the recipe refit one source left out at a time; None: not measured); and the seconds the refits took."""
+    held = [e for e in examples if e.split == "heldout"]
+    changes = method_changes.from_predictions([e.prompt for e in held], [e.response for e in held],
+                                              [p[0] <= threshold for p in prob], [p[1] > 0.5 for p in prob])
+    outside = outside_examples(limit)
+    outside_prob = judged(outside) if outside else []
+    t0 = time.time()
+    unseen_scores = unseen() if unseen else None
+    return {"heldout": scores(held, prob, threshold), "unseen_source": unseen_scores,
+            "outside": scores(outside, outside_prob, threshold) if outside else None,
+            "method_changes": changes or None,
+            "outside_data": _outside_data(outside, examples) if outside else None}, round(time.time() - t0, 1)
+
+
+def source_counts(examples: Sequence[Example]) -> dict[str, dict[str, int]]:
+    """Per source, how many pairs are trained on and how many held out (a card's ``sources``)."""
+    out: dict[str, dict[str, int]] = {}
+    for e in examples:
+        out.setdefault(e.source, {"train": 0, "heldout": 0})[e.split] += 1
+    return out
 
 
 def _outside_data(outside: Sequence[Example], examples: Sequence[Example]) -> dict[str, Any]:
@@ -1141,6 +1243,20 @@ class GuardJudge:
             for i, (ph, pr) in zip(keep, prob):
                 out[i] = (ph, pr)
         return out
+
+    def cached_features(self, examples: Sequence[Example]) -> CachedFeatures:
+        """The examples' features as this judge reads them (``cached_features``: computed once per machine): the
+        backbone and layers its card names, and the later windows of long responses where it reads in windows.
+        A frozen backbone's only: a LoRA-tuned judge reads its tuned backbone's (``probabilities``)."""
+        return cached_features(examples, self.card.get("backbone_spec"), self.layers, self.windows)
+
+    def predict_cached(self, feats: CachedFeatures, rows: Sequence[int] | None = None,
+                       head: Any = None) -> list[list[float]]:
+        """(P(harmful), P(refusal)) of ``feats``' rows (default: all; ``self.cached_features``) as this judge reads
+        pairs — in windows, at its card's thresholds and gate, where it reads so — before the decline rule.
+        ``head``: another head read the same way (the recipe refit with a source left out)."""
+        return feats.predict(self.head if head is None else head, rows, self.threshold,
+                             self.window_threshold or WINDOW_THRESHOLD, self.window_gate or 0.0)
 
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Verdict]:
         if len(prompts) != len(responses):

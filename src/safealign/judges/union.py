@@ -494,20 +494,17 @@ def measure(arg: str, out: str | Path | None = None, limit: int | None = None) -
     dtypes = set()
     for member, _ in union.members:
         if isinstance(member, guard.GuardJudge) and member.card.get("tune_from") is None:  # frozen: cached features
-            spec, layers = member.card.get("backbone_spec"), member.layers
-            feats = guard.cached_features(examples, spec, layers, member.windows)  # read in windows if it reads so
+            feats = member.cached_features(examples)  # read in windows if it reads so
             dtypes.add("bf16" if "bfloat16" in str(feats.dtype) else "fp32")
 
             def read(head: Any, feats: Any, rows: Sequence[Any], idx: Any = None, member: Any = member
                      ) -> list[Verdict]:
                 responses = [e.response for e in rows]
-                prob = feats.predict(head, idx, member.threshold, member.window_threshold or guard.WINDOW_THRESHOLD,
-                                     member.window_gate or 0.0)
+                prob = member.predict_cached(feats, idx, head)
                 return member.verdicts(guard.with_decline_rule(prob, responses), responses)
 
             held_v.append(read(member.head, feats, held, ho))
-            outside_v.append(read(member.head, guard.cached_features(outside, spec, layers, member.windows), outside)
-                             if outside else [])
+            outside_v.append(read(member.head, member.cached_features(outside), outside) if outside else [])
             y, seed, per_source = guard.labels(examples), int(member.card.get("seed", guard.SEED)), {}
             with progress_bar() as bar:
                 task = bar.add_task(f"{member.name}, one source left out at a time", total=len(left_out))
