@@ -26,7 +26,9 @@ weights its features are computed once per training example — a forward pass o
 units — so the head trains from cached features in minutes; the whole command takes 40-97 minutes on 2 CPU cores
 (AVX512-BF16) from nothing (the forward passes over 20,807 pairs: 24.5 minutes idle on stop 28's AMD EPYC, 83 on
 stop 27's machine; then the head and its four leave-one-source-out refits: 14 minutes, all a rerun costs) and minutes
-on a GPU.
+on a GPU. A trained head's card is scored again without refitting it by ``safealign judge card --judge guard[:DIR]
+--out DIR`` (``rescore``: this machine's features, this code's reading, this data's labels, as ``train`` scores the
+head it fits) — what to run after labels are reread or the way a judge reads changes.
 
 What the card measures, and how to read it. ``heldout``: per source, pairs whose prompts the judge never trained
 on, but from a source it did train on (the same models, the same labelling line). ``unseen_source``
@@ -618,19 +620,21 @@ def code_hash(pku: bool = True, lora_tuned: bool = False, windows: bool = False)
     threshold and gate."""
     h = hashlib.sha256(f"{feature_hash()}|{HIDDEN}|{EPOCHS}|{LR}|{WEIGHT_DECAY}|{HELDOUT_SHARE}|{HARMFUL_THRESHOLD}"
                        .encode())
-    for fn in (build_dataset, _rule_refusal, _split_by_prompt, make_head, fit_head, with_decline_rule):
-        h.update(inspect.getsource(fn).encode())
+
+    def read(group: str) -> None:
+        for fn in _HASHED[group]:
+            h.update(_SOURCES[fn].encode())
+
+    read("head")
     if pku:
-        h.update(inspect.getsource(pku_examples).encode())
-    h.update(inspect.getsource(recipe_examples).encode())
+        read("pku")
+    read("examples")
     if lora_tuned:
         h.update(f"{TUNE_FROM}|{sorted(lora.settings().items())}".encode())
-        for fn in (_tune, lora.layer_states, lora.add_lora, lora.top_of, lora.top_hidden, lora.pooled, lora.tune):
-            h.update(inspect.getsource(fn).encode())
+        read("lora")
     if windows:
         h.update(f"windows|{WINDOW_STRIDE}|{WINDOW_THRESHOLD}|{WINDOW_GATE}".encode())
-        for fn in (response_windows, window_examples, on_first_scale, windowed, CachedFeatures):
-            h.update(inspect.getsource(fn).encode())
+        read("windows")
     return h.hexdigest()[:16]
 
 
@@ -1274,3 +1278,16 @@ class GuardJudge:
 @register("guard")
 def make(arg: str | None) -> Judge:
     return GuardJudge(arg, name=f"guard:{arg}") if arg else GuardJudge()
+
+
+# What ``code_hash`` reads, by group, and each function's source as imported: a file edited while a long run goes on
+# (``judge train``: ~40 minutes) must not change the hash the run's card gets at its end (``inspect`` reads the file
+# as it is then, at the line numbers of the code that runs).
+_HASHED = {
+    "head": (build_dataset, _rule_refusal, _split_by_prompt, make_head, fit_head, with_decline_rule),
+    "pku": (pku_examples,),
+    "examples": (recipe_examples,),
+    "lora": (_tune, lora.layer_states, lora.add_lora, lora.top_of, lora.top_hidden, lora.pooled, lora.tune),
+    "windows": (response_windows, window_examples, on_first_scale, windowed, CachedFeatures),
+}
+_SOURCES = {fn: inspect.getsource(fn) for group in _HASHED.values() for fn in group}
