@@ -309,6 +309,8 @@ def test_a_head_scored_again_reads_as_train_scored_it_and_keeps_its_bytes(tiny_l
                           str(plain), "--windows"], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
     assert f"scored again: {plain}" in cli.stdout and "long responses read in windows" in cli.stdout
+    moves = cli.stdout.split("harmful F1, the card before -> now: ")[1]  # what moved, source by source
+    assert "outside pyrit-scorer-evals:objective " in moves and " -> " in moves
     again = json.loads((plain / "card.json").read_text())
     assert again["windows"] == guard.WINDOW_STRIDE and first["windows"] is None
     assert again["heldout"] == json.loads((win / "card.json").read_text())["heldout"]

@@ -266,7 +266,22 @@ def _rescore_guard(args: argparse.Namespace) -> int:
         raise SafealignError("--limit is a union's: a guard's head is scored on the data its card names (its own "
                              "limit)", field="limit")
     path = args.judge.partition(":")[2] or guard.SHIPPED
+    before = guard.GuardJudge(path).card  # read before: --out may be the judge's own dir
     d = guard.rescore(path, args.out, windows=args.windows)
+    after = guard.GuardJudge(d).card
     print(f"guard judge (the head of {path}), scored again: {d}")
-    print_guard_card(guard.GuardJudge(d).card)
+    print_guard_card(after)
+    print("harmful F1, the card before -> now: " + "; ".join(_moves(before, after)))
     return 0
+
+
+def _moves(before: dict, after: dict) -> list[str]:
+    """"held out gptfuzz 0.897 -> 0.898", ... per source of each measure both cards have a harmful F1 for."""
+    out = []
+    for key, label in (("heldout", "held out"), ("unseen_source", "left out"), ("outside", "outside")):
+        old, new = before.get(key) or {}, after.get(key) or {}
+        for src in new:
+            f0, f1 = (old.get(src) or {}).get("harmful_f1"), new[src].get("harmful_f1")
+            if f0 is not None and f1 is not None:
+                out.append(f"{label} {src} {f0:.3f} -> {f1:.3f}")
+    return out
