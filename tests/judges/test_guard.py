@@ -302,6 +302,7 @@ def test_a_head_scored_again_reads_as_train_scored_it_and_keeps_its_bytes(tiny_l
         assert {k: card[k] for k in measured} == {k: want[k] for k in measured}
         assert (d / "head.safetensors").read_bytes() == (source / "head.safetensors").read_bytes()
         assert card["rescored"].startswith(time.strftime("%Y-%m-%d")) and "head bytes unchanged" in card["rescored"]
+        assert ("windows added" in card["rescored"]) == (windows and source == plain)
         assert card["created"] == want["created"] and card["seconds"]["rescoring"] >= 0
     first = json.loads((plain / "card.json").read_text())  # scored again in place: the card alone is replaced
     head = (plain / "head.safetensors").read_bytes()
@@ -318,9 +319,10 @@ def test_a_head_scored_again_reads_as_train_scored_it_and_keeps_its_bytes(tiny_l
         "card.json", "head.safetensors"]
     with pytest.raises(SafealignError, match="LoRA-tuned judge reads its tuned backbone"):
         guard.rescore(trained, tmp_path / "lora")
+    win_card = (win / "card.json").read_bytes()
     with pytest.raises(SafealignError, match="exists and is not empty"):
         guard.rescore(plain, win)
-    assert not (tmp_path / "lora").exists() and json.loads((win / "card.json").read_text())["created"]
+    assert not (tmp_path / "lora").exists() and (win / "card.json").read_bytes() == win_card
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -1008,8 +1008,9 @@ def rescore(path: str | Path, out: str | Path, windows: bool = False) -> Path:
                 window_pairs=len(feats.owner or []) if card.get("windows") else None)
     card["seconds"] = {**(before.get("seconds") or {}), "unseen_source": t_unseen,
                        "rescoring": round(time.time() - t0, 1)}
-    card["rescored"] = (f"{time.strftime('%Y-%m-%d')}: these figures scored again by `safealign judge card --judge "
-                        f"guard:DIR{' --windows' if windows else ''} --out DIR` on {dtype} features of this code and "
+    card["rescored"] = (f"{time.strftime('%Y-%m-%d')}: these figures scored again by `safealign judge card` "
+                        f"(guard.rescore{', windows added' if windows and not before.get('windows') else ''}) on "
+                        f"{dtype} features of this code and "
                         f"data (head bytes unchanged, trained {before.get('created')}); the card before: data "
                         f"{before.get('data_hash')}, code {before.get('code_hash')}, features in "
                         f"{before.get('feature_dtype')}"
