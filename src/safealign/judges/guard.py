@@ -894,11 +894,7 @@ def train(out: str | Path, seed: int = SEED, limit: int | None = None, overwrite
                                      [e.response for e in exs])
 
         def unseen() -> dict[str, dict[str, Any]]:
-            with progress_bar() as bar:
-                task = bar.add_task("the same head, one source left out at a time", total=len(UNSEEN_SOURCES))
-                return unseen_source_scores(examples, x, y, seed,
-                                            progress=lambda k, n: bar.update(task, completed=k, total=n),
-                                            predict=feats.predict)
+            return _left_out_with_progress(examples, x, y, seed, feats.predict, HARMFUL_THRESHOLD)
     else:
         tuned = _tune(examples, x, y, tr, backbone, layers, tune_from, seed, lora_epochs)
         head = tuned["head"]
@@ -963,7 +959,7 @@ def rescore(path: str | Path, out: str | Path, windows: bool = False) -> Path:
     only (its features are cached: minutes once ``judge train`` ran on this machine; the refits ~10 of them)."""
     from safealign import io
     from safealign.models import building_dir
-    from safealign.progress import progress_bar, status
+    from safealign.progress import status
 
     src, final = Path(path), Path(out)
     judge = GuardJudge(src)  # a missing or corrupt head or card: one clear error before any work
@@ -993,12 +989,8 @@ def rescore(path: str | Path, out: str | Path, windows: bool = False) -> Path:
         return with_decline_rule(judge.predict_cached(judge.cached_features(exs)), [e.response for e in exs])
 
     def unseen() -> dict[str, dict[str, Any]]:
-        with progress_bar() as bar:
-            task = bar.add_task("the recipe refit, one source left out at a time", total=len(UNSEEN_SOURCES))
-            return unseen_source_scores(examples, x, y, seed,
-                                        progress=lambda k, n: bar.update(task, completed=k, total=n),
-                                        predict=lambda head, rows: judge.predict_cached(feats, rows, head),
-                                        threshold=judge.threshold)
+        return _left_out_with_progress(examples, x, y, seed, lambda head, rows: judge.predict_cached(feats, rows, head),
+                                       judge.threshold)
 
     measured, t_unseen = _measured(examples, prob, judged, limit, judge.threshold, unseen)
     dtype = "bf16" if "bfloat16" in str(feats.dtype) else "fp32"
@@ -1053,6 +1045,18 @@ def _measured(examples: Sequence[Example], prob: Sequence[Sequence[float]], judg
             "outside": scores(outside, outside_prob, threshold) if outside else None,
             "method_changes": changes or None,
             "outside_data": _outside_data(outside, examples) if outside else None}, round(time.time() - t0, 1)
+
+
+def _left_out_with_progress(examples: Sequence[Example], x, y, seed: int, predict: Any,
+                            threshold: float) -> dict[str, dict[str, Any]]:
+    """``unseen_source_scores`` (the recipe refit one source left out at a time, read by ``predict``) with a
+    progress bar: a card's ``unseen_source``."""
+    from safealign.progress import progress_bar
+
+    with progress_bar() as bar:
+        task = bar.add_task("the recipe refit, one source left out at a time", total=len(UNSEEN_SOURCES))
+        return unseen_source_scores(examples, x, y, seed, progress=lambda k, n: bar.update(task, completed=k, total=n),
+                                    predict=predict, threshold=threshold)
 
 
 def source_counts(examples: Sequence[Example]) -> dict[str, dict[str, int]]:
